@@ -98,7 +98,12 @@ impl BufferPool {
             .checked_mul(config.chunks)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "pool size overflows"))?;
         let memory = Memory::anonymous(len, config.huge_pages)?;
-        Ok(Self::with_memory(memory, config.chunk_size, config.headroom, None))
+        Ok(Self::with_memory(
+            memory,
+            config.chunk_size,
+            config.headroom,
+            None,
+        ))
     }
 
     /// Cuts an existing region into chunks. If `release` is given, a chunk whose last handle
@@ -110,10 +115,16 @@ impl BufferPool {
         headroom: usize,
         release: Option<Box<dyn Fn(u32)>>,
     ) -> BufferPool {
-        assert!(chunk_size > 0 && headroom < chunk_size, "bad chunk geometry");
+        assert!(
+            chunk_size > 0 && headroom < chunk_size,
+            "bad chunk geometry"
+        );
         assert!(u32::try_from(chunk_size).is_ok(), "chunk larger than 4 GiB");
         let chunks = memory.len() / chunk_size;
-        assert!(chunks > 0 && u32::try_from(chunks).is_ok(), "bad chunk count");
+        assert!(
+            chunks > 0 && u32::try_from(chunks).is_ok(),
+            "bad chunk count"
+        );
         let free: Vec<u32> = if release.is_some() {
             Vec::with_capacity(chunks)
         } else {
@@ -146,7 +157,10 @@ impl BufferPool {
 
     /// A buffer holding a copy of `data`, which must fit in the pool's data capacity.
     pub fn alloc_copy(&self, data: &[u8]) -> Option<Buffer> {
-        assert!(data.len() <= self.data_capacity(), "data larger than a chunk");
+        assert!(
+            data.len() <= self.data_capacity(),
+            "data larger than a chunk"
+        );
         let mut buf = self.alloc()?;
         buf.extend_from_slice(data);
         Some(buf)
@@ -162,7 +176,11 @@ impl BufferPool {
     pub fn adopt(&self, chunk: u32, start: usize) -> Buffer {
         assert!((chunk as usize) < self.inner.chunks, "chunk out of range");
         assert!(start <= self.inner.chunk_size, "start past the chunk");
-        assert_eq!(self.inner.refs[chunk as usize].get(), 0, "chunk already in use");
+        assert_eq!(
+            self.inner.refs[chunk as usize].get(),
+            0,
+            "chunk already in use"
+        );
         self.claim(chunk, start as u32)
     }
 
@@ -170,7 +188,11 @@ impl BufferPool {
     /// when the chunk comes home).
     pub fn give_back(&self, chunk: u32) {
         assert!((chunk as usize) < self.inner.chunks, "chunk out of range");
-        assert_eq!(self.inner.refs[chunk as usize].get(), 0, "chunk still in use");
+        assert_eq!(
+            self.inner.refs[chunk as usize].get(),
+            0,
+            "chunk still in use"
+        );
         self.inner.free.borrow_mut().push(chunk);
     }
 
@@ -330,7 +352,11 @@ impl Buffer {
     /// If the headroom is smaller than `n` or the buffer is shared.
     #[inline]
     pub fn prepend(&mut self, n: usize) -> &mut [u8] {
-        assert!(n <= self.headroom(), "prepend of {n} B into {} B of headroom", self.headroom());
+        assert!(
+            n <= self.headroom(),
+            "prepend of {n} B into {} B of headroom",
+            self.headroom()
+        );
         self.start -= n as u32;
         let start = self.start as usize;
         self.chunk_mut(start, n)
@@ -343,7 +369,11 @@ impl Buffer {
     /// If the tailroom is smaller than `n` or the buffer is shared.
     #[inline]
     pub fn append(&mut self, n: usize) -> &mut [u8] {
-        assert!(n <= self.tailroom(), "append of {n} B into {} B of tailroom", self.tailroom());
+        assert!(
+            n <= self.tailroom(),
+            "append of {n} B into {} B of tailroom",
+            self.tailroom()
+        );
         let at = self.end as usize;
         self.end += n as u32;
         self.chunk_mut(at, n)
@@ -391,7 +421,10 @@ impl Buffer {
 
     /// A new handle on `range` of this buffer's data (no copy).
     pub fn slice(&self, range: std::ops::Range<usize>) -> Buffer {
-        assert!(range.start <= range.end && range.end <= self.len(), "slice past the data");
+        assert!(
+            range.start <= range.end && range.end <= self.len(),
+            "slice past the data"
+        );
         let mut s = self.clone();
         s.start = self.start + range.start as u32;
         s.end = self.start + range.end as u32;
@@ -580,7 +613,12 @@ impl FromIterator<Buffer> for Sga {
 
 impl fmt::Debug for Sga {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Sga({} B in {} segments)", self.len(), self.num_segments())
+        write!(
+            f,
+            "Sga({} B in {} segments)",
+            self.len(),
+            self.num_segments()
+        )
     }
 }
 
@@ -682,7 +720,12 @@ mod tests {
         let memory = Memory::anonymous(4 * 1024, false).unwrap();
         let released = Rc::new(RefCell::new(Vec::new()));
         let r = released.clone();
-        let p = BufferPool::with_memory(memory, 1024, 0, Some(Box::new(move |c| r.borrow_mut().push(c))));
+        let p = BufferPool::with_memory(
+            memory,
+            1024,
+            0,
+            Some(Box::new(move |c| r.borrow_mut().push(c))),
+        );
         assert!(p.alloc().is_none(), "a lending pool starts empty");
         let b = p.adopt(2, 0);
         drop(b);

@@ -122,7 +122,7 @@ impl std::fmt::Debug for Memory {
 ///
 /// # Safety
 /// The range must lie inside the region and no `&mut` to it may be alive.
-pub(crate) unsafe fn slice<'a>(memory: &'a Memory, offset: usize, len: usize) -> &'a [u8] {
+pub(crate) unsafe fn slice(memory: &Memory, offset: usize, len: usize) -> &[u8] {
     debug_assert!(offset + len <= memory.len);
     // SAFETY: the caller guarantees bounds and the absence of writers.
     unsafe { std::slice::from_raw_parts(memory.base.as_ptr().add(offset), len) }
@@ -133,7 +133,7 @@ pub(crate) unsafe fn slice<'a>(memory: &'a Memory, offset: usize, len: usize) ->
 /// # Safety
 /// The range must lie inside the region and no other reference to it may be alive.
 #[allow(clippy::mut_from_ref)]
-pub(crate) unsafe fn slice_mut<'a>(memory: &'a Memory, offset: usize, len: usize) -> &'a mut [u8] {
+pub(crate) unsafe fn slice_mut(memory: &Memory, offset: usize, len: usize) -> &mut [u8] {
     debug_assert!(offset + len <= memory.len);
     // SAFETY: the caller guarantees bounds and exclusive access.
     unsafe { std::slice::from_raw_parts_mut(memory.base.as_ptr().add(offset), len) }

@@ -227,8 +227,32 @@ impl<C, T: Task<C>> Scheduler<C, T> {
         Ok(TaskId::new(index, self.slots[index as usize].generation))
     }
 
+    /// Adds a task and polls it once right away, so an operation that can complete at once
+    /// does so without a trip through the ready set. Returns its id and whether it completed.
+    pub fn insert_and_poll(&mut self, task: T, ctx: &mut C) -> Result<(TaskId, bool), Full> {
+        let id = self.insert_with_state(State::Running(task))?;
+        let slot = &mut self.slots[id.index() as usize];
+        let State::Running(task) = &mut slot.state else {
+            unreachable!("just inserted");
+        };
+        let mut cx = Context::from_waker(&slot.waker);
+        let done = match task.poll(ctx, &mut cx) {
+            Poll::Ready(output) => {
+                slot.state = State::Done(output);
+                true
+            }
+            Poll::Pending => false,
+        };
+        Ok((id, done))
+    }
+
     /// Polls every task that was woken since the last run, once each. Returns how many completed.
     pub fn run(&mut self, ctx: &mut C) -> usize {
+        self.run_with(ctx, |_| {})
+    }
+
+    /// Like [`Scheduler::run`], and tells `on_done` the id of each task that completed.
+    pub fn run_with(&mut self, ctx: &mut C, mut on_done: impl FnMut(TaskId)) -> usize {
         let mut batch = std::mem::take(&mut self.batch);
         batch.clear();
         self.ready.drain(|index| batch.push(index));
@@ -244,6 +268,7 @@ impl<C, T: Task<C>> Scheduler<C, T> {
             if let Poll::Ready(output) = task.poll(ctx, &mut cx) {
                 slot.state = State::Done(output);
                 completed += 1;
+                on_done(TaskId::new(index, slot.generation));
             }
         }
         self.batch = batch;
@@ -252,7 +277,10 @@ impl<C, T: Task<C>> Scheduler<C, T> {
 
     /// Whether any task has been woken and waits to run.
     pub fn has_ready(&self) -> bool {
-        self.ready.summary.iter().any(|s| s.load(Ordering::Relaxed) != 0)
+        self.ready
+            .summary
+            .iter()
+            .any(|s| s.load(Ordering::Relaxed) != 0)
     }
 
     /// Whether the task has completed (and its result waits to be taken).
@@ -295,10 +323,13 @@ impl<C, T: Task<C>> Scheduler<C, T> {
 
     /// Ids of every running task, for sweeps such as failing all operations on a closed queue.
     pub fn running(&self) -> impl Iterator<Item = (TaskId, &T)> + '_ {
-        self.slots.iter().enumerate().filter_map(|(i, slot)| match &slot.state {
-            State::Running(task) => Some((TaskId::new(i as u32, slot.generation), task)),
-            _ => None,
-        })
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, slot)| match &slot.state {
+                State::Running(task) => Some((TaskId::new(i as u32, slot.generation), task)),
+                _ => None,
+            })
     }
 
     /// Replaces a running task's work with its final result (e.g. a queue closed under it).
@@ -426,14 +457,20 @@ mod tests {
     fn wakers_of_many_tasks_land_in_the_right_slots() {
         let mut s: Scheduler<Ctx, WaitFor> = Scheduler::new(10_000);
         let mut ctx = Ctx::default();
-        let ids: Vec<_> = (0..5_000).map(|i| s.insert(WaitFor { target: i % 7 }).unwrap()).collect();
+        let ids: Vec<_> = (0..5_000)
+            .map(|i| s.insert(WaitFor { target: i % 7 }).unwrap())
+            .collect();
         for round in 0..7 {
             ctx.counter = round;
             ctx.wakers.drain(..).for_each(Waker::wake);
             s.run(&mut ctx);
         }
         for (i, id) in ids.into_iter().enumerate() {
-            assert_eq!(s.take(id), Ok(Some(i as u32 % 7)), "task {i} finishes at its target");
+            assert_eq!(
+                s.take(id),
+                Ok(Some(i as u32 % 7)),
+                "task {i} finishes at its target"
+            );
         }
     }
 
@@ -442,13 +479,13 @@ mod tests {
         let clock = Clock::virtual_at(Instant::ZERO);
         let timers = Timers::new(clock.clone());
         let finished = Rc::new(Cell::new(Vec::new()));
-        let mut s: Scheduler<(), FutureTask<std::pin::Pin<Box<dyn Future<Output = ()>>>>> =
-            Scheduler::new(8);
+        type Boxed = Pin<Box<dyn Future<Output = ()>>>;
+        let mut s: Scheduler<(), FutureTask<Boxed>> = Scheduler::new(8);
         let mut ids = Vec::new();
         for ms in [30u64, 10, 20] {
             let t = timers.clone();
             let f = finished.clone();
-            let fut: Pin<Box<dyn Future<Output = ()>>> = Box::pin(async move {
+            let fut: Boxed = Box::pin(async move {
                 t.sleep(Duration::from_millis(ms)).await;
                 let mut v = f.take();
                 v.push(ms);

@@ -288,7 +288,10 @@ mod tests {
         clock.advance(Duration::from_millis(2));
         assert_eq!(timers.fire(), 0);
         assert_eq!(a.0.load(Ordering::SeqCst), 0);
-        assert!(!timers.cancel(id), "a stale id does not cancel the slot's new deadline");
+        assert!(
+            !timers.cancel(id),
+            "a stale id does not cancel the slot's new deadline"
+        );
         assert!(timers.is_armed(id2));
     }
 

@@ -1,0 +1,557 @@
+//! The `kernel` libOS: Linux TCP and UDP sockets, non-blocking, driven by epoll.
+//!
+//! Each operation tries its system call as soon as it is issued; if the kernel says "would
+//! block", the operation parks its waker on the socket and epoll's edge-triggered readiness
+//! (collected by [`KernelEngine::poll`]) wakes it to try again. Operations of one direction of
+//! one socket take *turns* in the order they were issued, so two pops (or two pushes) on a
+//! stream never interleave their bytes.
+
+use std::io;
+use std::net::SocketAddrV4;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::task::{Context, Poll, Waker};
+
+use bypass_runtime::{BufferPool, Sga};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::queue::{QueueKind, QueueTable};
+use crate::slab::Slab;
+use crate::sys;
+use crate::types::{QValue, SocketKind};
+
+/// Largest UDP payload over IPv4.
+const MAX_DATAGRAM: usize = 65_507;
+/// Slices handed to one `sendmsg`.
+const MAX_IOV: usize = 64;
+/// epoll events read per poll.
+const EVENTS_PER_POLL: usize = 256;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Fresh,
+    Bound,
+    Listening,
+    Connecting,
+    Connected,
+}
+
+/// Wakers of the operations parked on one readiness direction of a socket.
+#[derive(Default)]
+struct Waiters(Vec<Waker>);
+
+impl Waiters {
+    fn park(&mut self, waker: &Waker) {
+        if !self.0.iter().any(|w| w.will_wake(waker)) {
+            self.0.push(waker.clone());
+        }
+    }
+
+    fn wake_all(&mut self) {
+        for w in self.0.drain(..) {
+            w.wake();
+        }
+    }
+}
+
+/// First-come first-served turns of the operations of one direction.
+#[derive(Default)]
+struct Turns {
+    next: u64,
+    serving: u64,
+}
+
+impl Turns {
+    fn take(&mut self) -> u64 {
+        self.next += 1;
+        self.next - 1
+    }
+    fn is_turn(&self, turn: u64) -> bool {
+        self.serving == turn
+    }
+    fn finish(&mut self, turn: u64) {
+        debug_assert_eq!(self.serving, turn, "a turn finished out of order");
+        self.serving += 1;
+    }
+}
+
+struct Socket {
+    fd: OwnedFd,
+    kind: SocketKind,
+    state: State,
+    readers: Waiters,
+    writers: Waiters,
+    pops: Turns,
+    pushes: Turns,
+}
+
+/// The sockets of one LibOs and their epoll instance.
+pub(crate) struct KernelEngine {
+    epoll: OwnedFd,
+    sockets: Slab<Socket>,
+    events: Vec<libc::epoll_event>,
+    /// Receive buffers (64 KiB, so one pop takes what one recv can give).
+    pool: BufferPool,
+}
+
+impl KernelEngine {
+    pub(crate) fn new(pool: BufferPool, max_sockets: usize) -> Result<KernelEngine> {
+        let epoll = sys::epoll_create().map_err(|e| Error::os(e, "epoll_create1"))?;
+        Ok(KernelEngine {
+            epoll,
+            sockets: Slab::new(max_sockets),
+            events: vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS_PER_POLL],
+            pool,
+        })
+    }
+
+    pub(crate) fn socket(&mut self, kind: SocketKind) -> Result<u32> {
+        let ty = match kind {
+            SocketKind::Stream => libc::SOCK_STREAM,
+            SocketKind::Datagram => libc::SOCK_DGRAM,
+        };
+        let fd = sys::socket(ty).map_err(|e| Error::os(e, "socket"))?;
+        if kind == SocketKind::Stream {
+            // Latency over batching; and a restarted server rebinds at once past TIME_WAIT.
+            sys::set_int_option(&fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)
+                .map_err(|e| Error::os(e, "setsockopt(TCP_NODELAY)"))?;
+            sys::set_int_option(&fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)
+                .map_err(|e| Error::os(e, "setsockopt(SO_REUSEADDR)"))?;
+        }
+        self.add(fd, kind, State::Fresh)
+    }
+
+    fn add(&mut self, fd: OwnedFd, kind: SocketKind, state: State) -> Result<u32> {
+        let raw = fd.as_raw_fd();
+        let key = self
+            .sockets
+            .insert(Socket {
+                fd,
+                kind,
+                state,
+                readers: Waiters::default(),
+                writers: Waiters::default(),
+                pops: Turns::default(),
+                pushes: Turns::default(),
+            })
+            .ok_or_else(|| Error::new(ErrorKind::NoBufferSpace, "too many kernel sockets open"))?;
+        let events = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
+        if let Err(e) = sys::epoll_add(&self.epoll, raw, events, u64::from(key)) {
+            self.sockets.remove(key);
+            return Err(Error::os(e, "epoll_ctl(ADD)"));
+        }
+        Ok(key)
+    }
+
+    fn get(&mut self, key: u32) -> Result<&mut Socket> {
+        self.sockets
+            .get_mut(key)
+            .ok_or_else(|| Error::new(ErrorKind::BadQueue, "the socket is closed"))
+    }
+
+    pub(crate) fn bind(&mut self, key: u32, addr: SocketAddrV4) -> Result<()> {
+        let s = self.get(key)?;
+        if s.state != State::Fresh {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "the socket is already bound",
+            ));
+        }
+        sys::bind(&s.fd, addr).map_err(|e| match e.raw_os_error() {
+            Some(libc::EADDRINUSE) => Error::new(
+                ErrorKind::AddressInUse,
+                format!("address {addr} is already in use; pick another port or stop the process holding it"),
+            ),
+            Some(libc::EADDRNOTAVAIL) => Error::new(
+                ErrorKind::AddressNotAvailable,
+                format!("address {addr} is not an address of this host; bind to one of its addresses or 0.0.0.0"),
+            ),
+            _ => Error::os(e, format_args!("bind to {addr}")),
+        })?;
+        s.state = State::Bound;
+        Ok(())
+    }
+
+    pub(crate) fn listen(&mut self, key: u32, backlog: usize) -> Result<()> {
+        let s = self.get(key)?;
+        if s.kind != SocketKind::Stream {
+            return Err(Error::new(
+                ErrorKind::WrongQueueKind,
+                "listen needs a stream (TCP) socket",
+            ));
+        }
+        match s.state {
+            State::Bound => {}
+            State::Fresh => {
+                return Err(Error::new(
+                    ErrorKind::InvalidArgument,
+                    "listen needs a bound socket: call bind first",
+                ))
+            }
+            _ => {
+                return Err(Error::new(
+                    ErrorKind::InvalidArgument,
+                    "the socket is already listening or connected",
+                ))
+            }
+        }
+        let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
+        sys::listen(&s.fd, backlog).map_err(|e| Error::os(e, "listen"))?;
+        s.state = State::Listening;
+        Ok(())
+    }
+
+    pub(crate) fn local_addr(&mut self, key: u32) -> Result<SocketAddrV4> {
+        let s = self.get(key)?;
+        sys::local_addr(&s.fd).map_err(|e| Error::os(e, "getsockname"))
+    }
+
+    pub(crate) fn accept(&mut self, key: u32) -> Result<Op> {
+        let s = self.get(key)?;
+        if s.state != State::Listening {
+            let msg = match s.kind {
+                SocketKind::Datagram => {
+                    "accept needs a listening stream socket, not a datagram socket"
+                }
+                SocketKind::Stream => "accept needs a listening socket: call bind and listen first",
+            };
+            return Err(Error::new(ErrorKind::WrongQueueKind, msg));
+        }
+        Ok(Op::Accept { sock: key })
+    }
+
+    pub(crate) fn connect(&mut self, key: u32, remote: SocketAddrV4) -> Result<Op> {
+        let s = self.get(key)?;
+        match s.state {
+            State::Fresh | State::Bound => {}
+            State::Listening => {
+                return Err(Error::new(
+                    ErrorKind::InvalidArgument,
+                    "cannot connect a listening socket",
+                ))
+            }
+            State::Connecting | State::Connected => {
+                return Err(Error::new(
+                    ErrorKind::AlreadyConnected,
+                    "the socket is already connected",
+                ))
+            }
+        }
+        s.state = State::Connecting;
+        Ok(Op::Connect {
+            sock: key,
+            remote,
+            started: false,
+        })
+    }
+
+    pub(crate) fn push(&mut self, key: u32, sga: Sga, to: Option<SocketAddrV4>) -> Result<Op> {
+        let s = self.get(key)?;
+        match s.kind {
+            SocketKind::Stream => {
+                if to.is_some() {
+                    return Err(Error::new(
+                        ErrorKind::WrongQueueKind,
+                        "pushto is for datagram sockets; use push on a stream",
+                    ));
+                }
+                if s.state != State::Connected {
+                    return Err(Error::new(
+                        ErrorKind::NotConnected,
+                        "push needs a connected stream socket",
+                    ));
+                }
+            }
+            SocketKind::Datagram => {
+                if sga.len() > MAX_DATAGRAM {
+                    return Err(Error::new(
+                        ErrorKind::MessageTooLong,
+                        format!(
+                            "a UDP datagram holds at most {MAX_DATAGRAM} B; this push has {} B",
+                            sga.len()
+                        ),
+                    ));
+                }
+                if to.is_none() && s.state != State::Connected {
+                    return Err(Error::new(
+                        ErrorKind::NotConnected,
+                        "push on an unconnected datagram socket: use pushto with a destination",
+                    ));
+                }
+            }
+        }
+        let turn = s.pushes.take();
+        Ok(Op::Push {
+            sock: key,
+            sga,
+            sent: 0,
+            to,
+            turn,
+        })
+    }
+
+    pub(crate) fn pop(&mut self, key: u32) -> Result<Op> {
+        let s = self.get(key)?;
+        if s.kind == SocketKind::Stream && s.state != State::Connected {
+            return Err(Error::new(
+                ErrorKind::NotConnected,
+                "pop needs a connected stream socket",
+            ));
+        }
+        let turn = s.pops.take();
+        Ok(Op::Pop { sock: key, turn })
+    }
+
+    /// Closes the socket; its pending operations complete with `Canceled`.
+    pub(crate) fn close(&mut self, key: u32) -> Result<()> {
+        let mut s = self
+            .sockets
+            .remove(key)
+            .ok_or_else(|| Error::new(ErrorKind::BadQueue, "the socket is already closed"))?;
+        s.readers.wake_all();
+        s.writers.wake_all();
+        Ok(())
+    }
+
+    /// Collects readiness from epoll and wakes the operations parked on it. Waits up to
+    /// `timeout_ms` (0 = do not wait). Returns whether any socket became ready.
+    pub(crate) fn poll(&mut self, timeout_ms: i32) -> Result<bool> {
+        if self.sockets.len() == 0 {
+            return Ok(false);
+        }
+        let n = sys::epoll_wait(&self.epoll, &mut self.events, timeout_ms)
+            .map_err(|e| Error::os(e, "epoll_wait"))?;
+        for i in 0..n {
+            let ev = self.events[i];
+            let Some(s) = self.sockets.get_mut(ev.u64 as u32) else {
+                continue;
+            };
+            let flags = ev.events as i32;
+            if flags & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) != 0 {
+                s.readers.wake_all();
+            }
+            if flags & (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) != 0 {
+                s.writers.wake_all();
+            }
+        }
+        Ok(n > 0)
+    }
+}
+
+/// An operation on a kernel socket.
+pub(crate) enum Op {
+    Accept {
+        sock: u32,
+    },
+    Connect {
+        sock: u32,
+        remote: SocketAddrV4,
+        started: bool,
+    },
+    Push {
+        sock: u32,
+        sga: Sga,
+        sent: usize,
+        to: Option<SocketAddrV4>,
+        turn: u64,
+    },
+    Pop {
+        sock: u32,
+        turn: u64,
+    },
+}
+
+fn would_block(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock
+}
+
+fn canceled() -> QValue {
+    QValue::Failed(Error::new(
+        ErrorKind::Canceled,
+        "the queue was closed while the operation was pending",
+    ))
+}
+
+fn connection_error(e: io::Error, doing: &str) -> Error {
+    match e.raw_os_error() {
+        Some(libc::ECONNREFUSED) => Error::new(
+            ErrorKind::ConnectionRefused,
+            format!("{doing}: connection refused (nothing listens there); start the server or check the address"),
+        ),
+        Some(libc::ECONNRESET) | Some(libc::EPIPE) => {
+            Error::new(ErrorKind::ConnectionReset, format!("{doing}: the peer reset the connection"))
+        }
+        Some(libc::ETIMEDOUT) => Error::new(
+            ErrorKind::TimedOut,
+            format!("{doing}: the peer stopped answering (connection timed out)"),
+        ),
+        _ => Error::os(e, doing),
+    }
+}
+
+impl Op {
+    pub(crate) fn poll(
+        &mut self,
+        k: &mut KernelEngine,
+        queues: &mut QueueTable,
+        cx: &mut Context<'_>,
+    ) -> Poll<QValue> {
+        match self {
+            Op::Accept { sock } => {
+                let Some(s) = k.sockets.get_mut(*sock) else {
+                    return Poll::Ready(canceled());
+                };
+                match sys::accept(&s.fd) {
+                    Ok((fd, peer)) => {
+                        let value = k
+                            .add(fd, SocketKind::Stream, State::Connected)
+                            .and_then(|local| {
+                                queues
+                                    .insert(QueueKind::KernelSocket, local)
+                                    .inspect_err(|_| {
+                                        let _ = k.close(local);
+                                    })
+                            })
+                            .map(|qd| QValue::Accepted { qd, peer });
+                        Poll::Ready(value.unwrap_or_else(QValue::Failed))
+                    }
+                    Err(e) if would_block(&e) => {
+                        s.readers.park(cx.waker());
+                        Poll::Pending
+                    }
+                    Err(e) => Poll::Ready(QValue::Failed(Error::os(e, "accept"))),
+                }
+            }
+            Op::Connect {
+                sock,
+                remote,
+                started,
+            } => {
+                let Some(s) = k.sockets.get_mut(*sock) else {
+                    return Poll::Ready(canceled());
+                };
+                let doing = format!("connect to {remote}");
+                let result = if !*started {
+                    *started = true;
+                    sys::connect(&s.fd, *remote)
+                } else {
+                    match sys::take_error(&s.fd) {
+                        Ok(Some(e)) => Err(e),
+                        // No error: connected once the socket has a peer, else still in progress.
+                        Ok(None) => Ok(sys::peer_addr(&s.fd).is_ok()),
+                        Err(e) => Err(e),
+                    }
+                };
+                match result {
+                    Ok(true) => {
+                        s.state = State::Connected;
+                        Poll::Ready(QValue::Connected)
+                    }
+                    Ok(false) => {
+                        s.writers.park(cx.waker());
+                        Poll::Pending
+                    }
+                    Err(e) => {
+                        s.state = State::Bound;
+                        Poll::Ready(QValue::Failed(connection_error(e, &doing)))
+                    }
+                }
+            }
+            Op::Push {
+                sock,
+                sga,
+                sent,
+                to,
+                turn,
+            } => {
+                let Some(s) = k.sockets.get_mut(*sock) else {
+                    return Poll::Ready(canceled());
+                };
+                if !s.pushes.is_turn(*turn) {
+                    s.writers.park(cx.waker());
+                    return Poll::Pending;
+                }
+                let total = sga.len();
+                loop {
+                    let mut slices = [io::IoSlice::new(&[]); MAX_IOV];
+                    let mut n = 0;
+                    let mut skip = *sent;
+                    for seg in sga.segments() {
+                        if skip >= seg.len() {
+                            skip -= seg.len();
+                            continue;
+                        }
+                        if n == MAX_IOV {
+                            break;
+                        }
+                        slices[n] = io::IoSlice::new(&seg[skip..]);
+                        skip = 0;
+                        n += 1;
+                    }
+                    match sys::send_vectored(&s.fd, &slices[..n], *to) {
+                        Ok(bytes) => {
+                            *sent += bytes;
+                            if *sent == total || s.kind == SocketKind::Datagram {
+                                s.pushes.finish(*turn);
+                                s.writers.wake_all();
+                                return Poll::Ready(QValue::Pushed { bytes: *sent });
+                            }
+                        }
+                        Err(e) if would_block(&e) => {
+                            s.writers.park(cx.waker());
+                            return Poll::Pending;
+                        }
+                        Err(e) => {
+                            s.pushes.finish(*turn);
+                            s.writers.wake_all();
+                            return Poll::Ready(QValue::Failed(connection_error(e, "push")));
+                        }
+                    }
+                }
+            }
+            Op::Pop { sock, turn } => {
+                let Some(s) = k.sockets.get_mut(*sock) else {
+                    return Poll::Ready(canceled());
+                };
+                if !s.pops.is_turn(*turn) {
+                    s.readers.park(cx.waker());
+                    return Poll::Pending;
+                }
+                let Some(mut buf) = k.pool.alloc() else {
+                    s.pops.finish(*turn);
+                    s.readers.wake_all();
+                    return Poll::Ready(QValue::Failed(Error::new(
+                        ErrorKind::NoBufferSpace,
+                        format!(
+                            "receive buffer pool exhausted ({} chunks in use); drop popped data sooner or raise pool.large",
+                            k.pool.chunks()
+                        ),
+                    )));
+                };
+                let room = buf.tailroom();
+                let result = sys::recv_from(&s.fd, buf.append(room));
+                let value = match result {
+                    Err(e) if would_block(&e) => {
+                        s.readers.park(cx.waker());
+                        return Poll::Pending;
+                    }
+                    Err(e) => QValue::Failed(connection_error(e, "pop")),
+                    Ok((0, _)) if s.kind == SocketKind::Stream => QValue::EndOfStream,
+                    Ok((n, from)) => {
+                        buf.truncate(n);
+                        QValue::Popped {
+                            sga: Sga::from(buf),
+                            from: if s.kind == SocketKind::Datagram {
+                                from
+                            } else {
+                                None
+                            },
+                        }
+                    }
+                };
+                s.pops.finish(*turn);
+                s.readers.wake_all();
+                Poll::Ready(value)
+            }
+        }
+    }
+}

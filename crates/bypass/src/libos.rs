@@ -1,0 +1,520 @@
+//! [`LibOs`]: the queue API over every library OS.
+//!
+//! A LibOs owns a table of queues (each served by one *engine*: kernel sockets, and the other
+//! kinds as they plug in), a scheduler whose tasks are the pending operations, and the buffer
+//! pools. Data calls create an operation, try it once at once, and return its [`QToken`];
+//! `wait*` drive the engines and the scheduler until the tokens asked for complete.
+//!
+//! Adding a queue kind means: a variant in [`QueueKind`] and in [`Work`], an engine field in
+//! [`Engines`] polled by [`Engines::poll`], and the arms of the data calls below that route to it.
+
+use std::collections::VecDeque;
+use std::net::SocketAddrV4;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bypass_runtime::{
+    Buffer, BufferPool, Clock, Instant, PoolConfig, Scheduler, Sga, Task, TaskId,
+};
+
+use crate::config::{Config, LibOsName, PollMode};
+use crate::error::{Error, ErrorKind, Result};
+use crate::kernel::{self, KernelEngine};
+use crate::queue::{QueueKind, QueueTable};
+use crate::types::{OpCode, QDesc, QResult, QToken, QValue, SocketKind};
+
+/// The buffer pools of a LibOs.
+pub(crate) struct Pools {
+    /// 2 KiB chunks with headroom: frames and small messages.
+    pub frames: BufferPool,
+    /// 64 KiB page-aligned chunks: bulk and storage I/O.
+    pub large: BufferPool,
+}
+
+/// Everything operations work on; the scheduler lends it to each operation it polls.
+pub(crate) struct Engines {
+    pub queues: QueueTable,
+    pub pools: Pools,
+    pub clock: Clock,
+    pub kernel: Option<KernelEngine>,
+}
+
+impl Engines {
+    /// Moves every engine's I/O forward once. `block_ms` > 0 lets an engine sleep in the kernel
+    /// that long when it has nothing to do. Returns whether anything happened.
+    fn poll(&mut self, block_ms: i32) -> Result<bool> {
+        let mut progress = false;
+        if let Some(k) = &mut self.kernel {
+            progress |= k.poll(block_ms)?;
+        }
+        Ok(progress)
+    }
+
+    fn kernel(&mut self) -> Result<&mut KernelEngine> {
+        self.kernel.as_mut().ok_or_else(|| {
+            Error::new(
+                ErrorKind::WrongQueueKind,
+                "this LibOs has no kernel sockets",
+            )
+        })
+    }
+}
+
+/// The engine-specific part of a pending operation.
+pub(crate) enum Work {
+    Kernel(kernel::Op),
+}
+
+/// A pending operation: a task of the scheduler.
+pub(crate) struct Operation {
+    opcode: OpCode,
+    qd: QDesc,
+    work: Work,
+}
+
+/// What a finished operation left for `wait`.
+pub(crate) struct Completion {
+    opcode: OpCode,
+    qd: QDesc,
+    value: QValue,
+}
+
+impl Task<Engines> for Operation {
+    type Output = Completion;
+
+    fn poll(&mut self, engines: &mut Engines, cx: &mut Context<'_>) -> Poll<Completion> {
+        let value = match &mut self.work {
+            Work::Kernel(op) => match engines.kernel.as_mut() {
+                Some(k) => op.poll(k, &mut engines.queues, cx),
+                None => Poll::Ready(QValue::Failed(Error::new(
+                    ErrorKind::Canceled,
+                    "engine gone",
+                ))),
+            },
+        };
+        value.map(|value| Completion {
+            opcode: self.opcode,
+            qd: self.qd,
+            value,
+        })
+    }
+}
+
+/// A library OS instance: queues, pending operations, buffers. Single-threaded.
+pub struct LibOs {
+    config: Config,
+    engines: Engines,
+    scheduler: Scheduler<Engines, Operation>,
+    /// Tokens in the order their operations completed, for `wait_next_n`. May hold tokens
+    /// already taken by `wait`; those are skipped.
+    completed: VecDeque<TaskId>,
+}
+
+impl LibOs {
+    /// Starts a LibOs as `config` says.
+    pub fn new(config: Config) -> Result<LibOs> {
+        config.validate()?;
+        let pool_error = |e: std::io::Error| {
+            Error::os(
+                e,
+                "cannot map the buffer pools (lower pool.frames / pool.large in the configuration)",
+            )
+        };
+        let frames = BufferPool::new(&PoolConfig {
+            huge_pages: config.pool.huge_pages,
+            ..PoolConfig::frames(config.pool.frames)
+        })
+        .map_err(pool_error)?;
+        let large = BufferPool::new(&PoolConfig {
+            huge_pages: config.pool.huge_pages,
+            ..PoolConfig::large(config.pool.large)
+        })
+        .map_err(pool_error)?;
+        let clock = Clock::real();
+        let kernel = match config.libos {
+            LibOsName::Kernel => Some(KernelEngine::new(large.clone(), config.limits.max_queues)?),
+            other => {
+                return Err(Error::new(
+                    ErrorKind::Unsupported,
+                    format!(
+                        "the '{other}' libOS is not available in this build; use --libos kernel"
+                    ),
+                ))
+            }
+        };
+        Ok(LibOs {
+            engines: Engines {
+                queues: QueueTable::new(config.limits.max_queues),
+                pools: Pools { frames, large },
+                clock,
+                kernel,
+            },
+            scheduler: Scheduler::new(config.limits.max_operations),
+            completed: VecDeque::new(),
+            config,
+        })
+    }
+
+    /// The libOS that serves this instance's network queues.
+    pub fn name(&self) -> LibOsName {
+        self.config.libos
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The clock operations and timeouts are measured on.
+    pub fn clock(&self) -> &Clock {
+        &self.engines.clock
+    }
+
+    // ----- buffers -------------------------------------------------------------------------
+
+    /// An Sga of `len` bytes from the LibOs's pools, to fill and push. Its bytes are whatever
+    /// the chunks held; write them all before pushing.
+    pub fn sga_alloc(&self, len: usize) -> Result<Sga> {
+        if len == 0 {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "an Sga must hold at least one byte",
+            ));
+        }
+        let pool = self.pool_for(len);
+        let mut sga = Sga::new();
+        let mut left = len;
+        while left > 0 {
+            let mut buf = alloc(pool)?;
+            let n = left.min(buf.tailroom());
+            buf.append(n);
+            left -= n;
+            sga.push(buf);
+        }
+        Ok(sga)
+    }
+
+    /// An Sga holding a copy of `data`.
+    pub fn sga_from_slice(&self, data: &[u8]) -> Result<Sga> {
+        if data.is_empty() {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "an Sga must hold at least one byte",
+            ));
+        }
+        let pool = self.pool_for(data.len());
+        let mut sga = Sga::new();
+        for piece in data.chunks(pool.data_capacity()) {
+            let mut buf = alloc(pool)?;
+            buf.extend_from_slice(piece);
+            sga.push(buf);
+        }
+        Ok(sga)
+    }
+
+    fn pool_for(&self, len: usize) -> &BufferPool {
+        let pools = &self.engines.pools;
+        if len <= pools.frames.data_capacity() {
+            &pools.frames
+        } else {
+            &pools.large
+        }
+    }
+
+    // ----- control calls -------------------------------------------------------------------
+
+    /// A new socket of the configured network libOS.
+    pub fn socket(&mut self, kind: SocketKind) -> Result<QDesc> {
+        let local = self.engines.kernel()?.socket(kind)?;
+        self.engines
+            .queues
+            .insert(QueueKind::KernelSocket, local)
+            .inspect_err(|_| {
+                let _ = self.engines.kernel.as_mut().map(|k| k.close(local));
+            })
+    }
+
+    pub fn bind(&mut self, qd: QDesc, local: SocketAddrV4) -> Result<()> {
+        let q = self.engines.queues.get(qd)?;
+        match q.kind {
+            QueueKind::KernelSocket => self.engines.kernel()?.bind(q.local, local),
+        }
+    }
+
+    pub fn listen(&mut self, qd: QDesc, backlog: usize) -> Result<()> {
+        if backlog == 0 {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "listen backlog must be at least 1",
+            ));
+        }
+        let q = self.engines.queues.get(qd)?;
+        match q.kind {
+            QueueKind::KernelSocket => self.engines.kernel()?.listen(q.local, backlog),
+        }
+    }
+
+    /// The local address a socket is bound to (after `bind`, or after `connect` picked one).
+    pub fn local_addr(&mut self, qd: QDesc) -> Result<SocketAddrV4> {
+        let q = self.engines.queues.get(qd)?;
+        match q.kind {
+            QueueKind::KernelSocket => self.engines.kernel()?.local_addr(q.local),
+        }
+    }
+
+    /// Closes a queue. Its pending operations complete with [`ErrorKind::Canceled`].
+    pub fn close(&mut self, qd: QDesc) -> Result<()> {
+        let q = self.engines.queues.remove(qd)?;
+        match q.kind {
+            QueueKind::KernelSocket => self.engines.kernel()?.close(q.local),
+        }
+    }
+
+    // ----- data calls ----------------------------------------------------------------------
+
+    pub fn accept(&mut self, qd: QDesc) -> Result<QToken> {
+        let q = self.engines.queues.get(qd)?;
+        let work = match q.kind {
+            QueueKind::KernelSocket => Work::Kernel(self.engines.kernel()?.accept(q.local)?),
+        };
+        self.start(OpCode::Accept, qd, work)
+    }
+
+    pub fn connect(&mut self, qd: QDesc, remote: SocketAddrV4) -> Result<QToken> {
+        let q = self.engines.queues.get(qd)?;
+        let work = match q.kind {
+            QueueKind::KernelSocket => {
+                Work::Kernel(self.engines.kernel()?.connect(q.local, remote)?)
+            }
+        };
+        self.start(OpCode::Connect, qd, work)
+    }
+
+    /// Sends `sga` on a connected socket or other queue. The LibOs owns the Sga until the
+    /// operation completes.
+    pub fn push(&mut self, qd: QDesc, sga: Sga) -> Result<QToken> {
+        self.push_inner(qd, sga, None)
+    }
+
+    /// Sends `sga` as one datagram to `to`.
+    pub fn pushto(&mut self, qd: QDesc, sga: Sga, to: SocketAddrV4) -> Result<QToken> {
+        self.push_inner(qd, sga, Some(to))
+    }
+
+    fn push_inner(&mut self, qd: QDesc, sga: Sga, to: Option<SocketAddrV4>) -> Result<QToken> {
+        let len = sga.len();
+        if len == 0 {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "an empty push carries nothing: push at least one byte",
+            ));
+        }
+        if len > self.config.limits.max_push_bytes {
+            return Err(Error::new(
+                ErrorKind::MessageTooLong,
+                format!(
+                    "a push of {len} B exceeds limits.max_push_bytes = {}; split it or raise the limit",
+                    self.config.limits.max_push_bytes
+                ),
+            ));
+        }
+        let q = self.engines.queues.get(qd)?;
+        let work = match q.kind {
+            QueueKind::KernelSocket => Work::Kernel(self.engines.kernel()?.push(q.local, sga, to)?),
+        };
+        self.start(OpCode::Push, qd, work)
+    }
+
+    /// Receives the next data of a queue.
+    pub fn pop(&mut self, qd: QDesc) -> Result<QToken> {
+        let q = self.engines.queues.get(qd)?;
+        let work = match q.kind {
+            QueueKind::KernelSocket => Work::Kernel(self.engines.kernel()?.pop(q.local)?),
+        };
+        self.start(OpCode::Pop, qd, work)
+    }
+
+    pub(crate) fn start(&mut self, opcode: OpCode, qd: QDesc, work: Work) -> Result<QToken> {
+        let op = Operation { opcode, qd, work };
+        let (id, done) = self.scheduler.insert_and_poll(op, &mut self.engines).map_err(|full| {
+            Error::new(
+                ErrorKind::NoBufferSpace,
+                format!(
+                    "{} operations are pending or unwaited; wait on some or raise limits.max_operations",
+                    full.capacity
+                ),
+            )
+        })?;
+        if done {
+            self.note_completed(id);
+        }
+        Ok(QToken(id))
+    }
+
+    fn note_completed(&mut self, id: TaskId) {
+        // Entries already taken by `wait` linger; prune them before the list grows past the
+        // number of tasks that can be alive.
+        if self.completed.len() >= 2 * self.scheduler.len() + 64 {
+            let scheduler = &self.scheduler;
+            self.completed.retain(|&t| scheduler.is_done(t) == Ok(true));
+        }
+        self.completed.push_back(id);
+    }
+
+    // ----- waiting -------------------------------------------------------------------------
+
+    /// Waits for one operation. A timeout returns [`ErrorKind::TimedOut`] and leaves the token
+    /// valid; a token already waited on (or never issued) is [`ErrorKind::UnknownToken`].
+    pub fn wait(&mut self, qt: QToken, timeout: Option<Duration>) -> Result<QResult> {
+        self.wait_any(&[qt], timeout).map(|(_, r)| r)
+    }
+
+    /// Waits for the first of `qts` to complete; returns its index in `qts` and its result.
+    /// The other tokens stay valid.
+    pub fn wait_any(
+        &mut self,
+        qts: &[QToken],
+        timeout: Option<Duration>,
+    ) -> Result<(usize, QResult)> {
+        if qts.is_empty() {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "wait_any needs at least one token",
+            ));
+        }
+        let deadline = self.deadline(timeout);
+        loop {
+            for (i, &qt) in qts.iter().enumerate() {
+                match self.scheduler.is_done(qt.0) {
+                    Ok(true) => {
+                        let c = self
+                            .scheduler
+                            .take(qt.0)
+                            .ok()
+                            .flatten()
+                            .expect("done task has a result");
+                        return Ok((i, to_result(qt, c)));
+                    }
+                    Ok(false) => {}
+                    Err(_) => return Err(unknown_token(qt)),
+                }
+            }
+            self.turn(deadline)?;
+        }
+    }
+
+    /// Delivers completions of any pending operations, in the order they completed, to `f`,
+    /// until `n` were delivered, `f` returns false, or the timeout passes (then the count so
+    /// far is returned; `TimedOut` only if none was delivered).
+    pub fn wait_next_n(
+        &mut self,
+        n: usize,
+        timeout: Option<Duration>,
+        mut f: impl FnMut(QResult) -> bool,
+    ) -> Result<usize> {
+        let deadline = self.deadline(timeout);
+        let mut delivered = 0;
+        while delivered < n {
+            while let Some(id) = self.completed.pop_front() {
+                if let Ok(Some(c)) = self.scheduler.take(id) {
+                    delivered += 1;
+                    if !f(to_result(QToken(id), c)) || delivered == n {
+                        return Ok(delivered);
+                    }
+                }
+            }
+            if let Err(e) = self.turn(deadline) {
+                return if delivered > 0 && e.kind() == ErrorKind::TimedOut {
+                    Ok(delivered)
+                } else {
+                    Err(e)
+                };
+            }
+        }
+        Ok(delivered)
+    }
+
+    /// Whether the operation has completed (its result waits to be taken by `wait`).
+    pub fn is_done(&self, qt: QToken) -> Result<bool> {
+        self.scheduler.is_done(qt.0).map_err(|_| unknown_token(qt))
+    }
+
+    /// Drives I/O once without waiting: engines, then woken operations.
+    pub fn poll(&mut self) -> Result<()> {
+        self.engines.poll(0)?;
+        self.run_ready();
+        Ok(())
+    }
+
+    fn deadline(&self, timeout: Option<Duration>) -> Option<Instant> {
+        timeout.map(|t| self.engines.clock.now() + t)
+    }
+
+    /// One turn of the event loop; `TimedOut` once `deadline` has passed.
+    fn turn(&mut self, deadline: Option<Instant>) -> Result<()> {
+        let block_ms = match self.config.poll {
+            PollMode::Spin => 0,
+            PollMode::Block if self.scheduler.has_ready() => 0,
+            PollMode::Block => match deadline {
+                None => 10,
+                Some(d) => {
+                    let left = d.saturating_duration_since(self.engines.clock.now());
+                    left.as_millis().clamp(0, 10) as i32
+                }
+            },
+        };
+        self.engines.poll(block_ms)?;
+        self.run_ready();
+        if let Some(d) = deadline {
+            if self.engines.clock.now() >= d {
+                return Err(Error::new(
+                    ErrorKind::TimedOut,
+                    "the wait timed out; the token stays valid",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn run_ready(&mut self) {
+        if !self.scheduler.has_ready() {
+            return;
+        }
+        let completed = &mut self.completed;
+        self.scheduler
+            .run_with(&mut self.engines, |id| completed.push_back(id));
+    }
+
+    /// Queues open now.
+    pub fn open_queues(&self) -> usize {
+        self.engines.queues.len()
+    }
+}
+
+fn alloc(pool: &BufferPool) -> Result<Buffer> {
+    pool.alloc().ok_or_else(|| {
+        Error::new(
+            ErrorKind::NoBufferSpace,
+            format!(
+                "buffer pool of {} B chunks exhausted ({} in use); drop Sgas sooner or raise the pool size",
+                pool.chunk_size(),
+                pool.chunks()
+            ),
+        )
+    })
+}
+
+fn unknown_token(qt: QToken) -> Error {
+    Error::new(
+        ErrorKind::UnknownToken,
+        format!("{qt:?} names no pending operation: it was never issued or was already waited on"),
+    )
+}
+
+fn to_result(qt: QToken, c: Completion) -> QResult {
+    QResult {
+        opcode: c.opcode,
+        qd: c.qd,
+        qt,
+        value: c.value,
+    }
+}
