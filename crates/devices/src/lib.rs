@@ -4,6 +4,18 @@
 //! about IP or TCP. The stack above it (`bypass-inet`) is generic over this trait, so the same
 //! code runs over an in-memory simulated wire, AF_XDP, AF_PACKET rings or a TAP interface.
 
+pub mod hub;
+pub mod sim;
+
+pub mod af_packet;
+pub mod af_xdp;
+pub mod netns;
+mod sys;
+pub mod tap;
+pub mod topo;
+
+pub use sys::error::{DeviceError, ErrorKind};
+
 use bypass_runtime::{Buffer, BufferPool};
 
 /// What a device can do, read once by the stack at start-up.
