@@ -129,6 +129,111 @@ impl Default for LimitsSection {
     }
 }
 
+/// The network interface of a user-space stack libOS (`sim`, `xdp`, `packet`, `tap`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetSection {
+    /// The stack's address and prefix, e.g. "10.0.0.1/24". On `sim`, unset means a free
+    /// address of 10.0.1.0/16 picked by the wire.
+    pub ip: Option<String>,
+    /// Where traffic outside the subnet goes.
+    pub gateway: Option<String>,
+    /// The interface to drive (`xdp`, `packet`; for `tap`, the TAP interface, created if
+    /// missing).
+    pub iface: Option<String>,
+    /// A network namespace (under /run/netns) to enter before opening the interface.
+    /// `LibOs::new` moves the calling thread into it for good.
+    pub netns: Option<String>,
+    /// AF_XDP attach mode: "generic" (measured faster on veth) or "driver"; the other is
+    /// tried if the first fails.
+    pub xdp_mode: XdpModeName,
+    /// AF_PACKET receive ring: "v2" (latency) or "v3" (throughput; its block timer adds ~1 ms).
+    pub packet_ring: PacketRingName,
+}
+
+/// AF_XDP attach modes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpModeName {
+    #[default]
+    Generic,
+    Driver,
+}
+
+/// AF_PACKET receive ring versions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PacketRingName {
+    #[default]
+    V2,
+    V3,
+}
+
+/// The in-process simulated wire of the `sim` libOS.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimSection {
+    /// LibOses of one process configured with the same wire name share one wire.
+    pub wire: String,
+    /// Probability of dropping a frame in transit, 0.0 to 0.5.
+    pub loss: f64,
+    /// Seed of the loss decisions.
+    pub seed: u64,
+}
+
+impl Eq for SimSection {}
+
+impl Default for SimSection {
+    fn default() -> Self {
+        SimSection {
+            wire: "bypass-sim".into(),
+            loss: 0.0,
+            seed: 1,
+        }
+    }
+}
+
+/// TCP of the user-space stack.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TcpSection {
+    /// Nagle's algorithm (off: lowest latency).
+    pub nagle: bool,
+    /// Longest delay of an ACK in microseconds; 0 acknowledges every segment at once.
+    pub delayed_ack_us: u64,
+    /// Bytes queued for sending per connection.
+    pub send_buffer: usize,
+    /// Bytes received and not yet read per connection (bounds the window).
+    pub recv_buffer: usize,
+    /// "cubic" or "newreno".
+    pub congestion: String,
+    /// How long a closed connection stays in TIME-WAIT, in milliseconds.
+    pub time_wait_ms: u64,
+    /// Retransmissions of one segment before the connection fails with a timeout.
+    pub max_retries: u32,
+    /// Offer SACK, timestamps and window scaling (RFC 2018, RFC 7323).
+    pub sack: bool,
+    pub timestamps: bool,
+    pub window_scaling: bool,
+}
+
+impl Default for TcpSection {
+    fn default() -> Self {
+        TcpSection {
+            nagle: false,
+            delayed_ack_us: 0,
+            send_buffer: 256 << 10,
+            recv_buffer: 256 << 10,
+            congestion: "cubic".into(),
+            time_wait_ms: 1000,
+            max_retries: 12,
+            sack: true,
+            timestamps: true,
+            window_scaling: true,
+        }
+    }
+}
+
 /// The whole configuration.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -139,6 +244,36 @@ pub struct Config {
     pub poll: PollMode,
     pub pool: PoolSection,
     pub limits: LimitsSection,
+    pub net: NetSection,
+    pub sim: SimSection,
+    pub tcp: TcpSection,
+    pub storage: StorageSection,
+}
+
+/// Storage queues: files and block devices served by io_uring (`LibOs::open_file`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSection {
+    /// Register the large pool with the storage ring as fixed buffers, so one-chunk reads and
+    /// writes use READ_FIXED / WRITE_FIXED (skipped if the memory-lock limit forbids it).
+    pub fixed_buffers: bool,
+    /// Run a kernel submission poller (SQPOLL) pinned to this CPU; unset: no poller.
+    pub sqpoll_cpu: Option<u32>,
+    /// Milliseconds the poller spins without work before it sleeps.
+    pub sqpoll_idle_ms: u32,
+    /// Submission queue entries of the storage ring.
+    pub ring_entries: u32,
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        StorageSection {
+            fixed_buffers: true,
+            sqpoll_cpu: None,
+            sqpoll_idle_ms: 100,
+            ring_entries: 256,
+        }
+    }
 }
 
 impl Config {
@@ -193,6 +328,34 @@ impl Config {
         }
         if self.limits.max_push_bytes == 0 {
             return bad("limits.max_push_bytes must be positive".into());
+        }
+        if let Some(ip) = &self.net.ip {
+            if ip.parse::<bypass_wire::Ipv4Cidr>().is_err() {
+                return bad(format!("net.ip = '{ip}' is not an address with a prefix such as 10.0.0.1/24"));
+            }
+        }
+        if let Some(gw) = &self.net.gateway {
+            if gw.parse::<bypass_wire::Ipv4Address>().is_err() {
+                return bad(format!("net.gateway = '{gw}' is not an IPv4 address"));
+            }
+        }
+        if !(0.0..=0.5).contains(&self.sim.loss) {
+            return bad(format!("sim.loss = {} must be between 0.0 and 0.5", self.sim.loss));
+        }
+        if !matches!(self.tcp.congestion.as_str(), "cubic" | "newreno") {
+            return bad(format!("tcp.congestion = '{}' is unknown; use cubic or newreno", self.tcp.congestion));
+        }
+        if !(1..=32768).contains(&self.storage.ring_entries) {
+            return bad(format!(
+                "storage.ring_entries = {} must be between 1 and 32768",
+                self.storage.ring_entries
+            ));
+        }
+        if self.storage.sqpoll_idle_ms == 0 {
+            return bad("storage.sqpoll_idle_ms must be at least 1".into());
+        }
+        if self.tcp.send_buffer < 4096 || self.tcp.recv_buffer < 4096 {
+            return bad("tcp.send_buffer and tcp.recv_buffer must be at least 4096".into());
         }
         Ok(())
     }

@@ -25,15 +25,23 @@
 
 pub mod config;
 pub mod error;
+mod inet;
 mod kernel;
 mod libos;
 mod queue;
+mod shm;
 mod slab;
+mod storage;
 mod sys;
 mod types;
+mod uring_net;
 
 pub use bypass_runtime::{Buffer, Sga};
-pub use config::{Config, LibOsName, PollMode};
+pub use config::{
+    Config, LibOsName, NetSection, PacketRingName, PollMode, SimSection, StorageSection,
+    TcpSection, XdpModeName,
+};
 pub use error::{Error, ErrorKind, Result};
 pub use libos::LibOs;
+pub use storage::FileOptions;
 pub use types::{OpCode, QDesc, QResult, QToken, QValue, SocketKind};

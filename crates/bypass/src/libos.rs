@@ -10,6 +10,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddrV4;
+use std::path::Path;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -19,9 +20,13 @@ use bypass_runtime::{
 
 use crate::config::{Config, LibOsName, PollMode};
 use crate::error::{Error, ErrorKind, Result};
+use crate::inet::{self, InetEngine};
 use crate::kernel::{self, KernelEngine};
+use crate::shm::{self, ShmEngine};
+use crate::storage::{self, FileOptions, StorageEngine};
 use crate::queue::{QueueKind, QueueTable};
 use crate::types::{OpCode, QDesc, QResult, QToken, QValue, SocketKind};
+use crate::uring_net::{self, UringEngine};
 
 /// The buffer pools of a LibOs.
 pub(crate) struct Pools {
@@ -37,6 +42,13 @@ pub(crate) struct Engines {
     pub pools: Pools,
     pub clock: Clock,
     pub kernel: Option<KernelEngine>,
+    /// Linux sockets driven by io_uring (the `uring` libOS).
+    pub uring: Option<UringEngine>,
+    pub inet: Option<InetEngine>,
+    /// Files and block devices, started with the first `open_file`.
+    pub storage: Option<StorageEngine>,
+    /// Shared-memory queues, started with the first `shm_create` / `shm_open`.
+    pub shm: Option<ShmEngine>,
 }
 
 impl Engines {
@@ -44,10 +56,68 @@ impl Engines {
     /// that long when it has nothing to do. Returns whether anything happened.
     fn poll(&mut self, block_ms: i32) -> Result<bool> {
         let mut progress = false;
+        // With storage I/O in flight the network engines must not sleep past its completions.
+        // Nor while a shared-memory pop waits (its channel has no fd to sleep on with them).
+        let storage_busy = self.storage.as_ref().is_some_and(|s| s.in_flight() > 0)
+            || self.shm.as_ref().is_some_and(ShmEngine::waiting);
         if let Some(k) = &mut self.kernel {
-            progress |= k.poll(block_ms)?;
+            progress |= k.poll(if storage_busy { 0 } else { block_ms })?;
+        }
+        if let Some(u) = &mut self.uring {
+            progress |= u.poll(if storage_busy { 0 } else { block_ms })?;
+        }
+        if let Some(i) = &mut self.inet {
+            progress |= i.poll();
+        }
+        if let Some(s) = &mut self.storage {
+            let alone = self.kernel.is_none() && self.uring.is_none() && self.inet.is_none();
+            let block = match (progress, alone) {
+                (true, _) => 0,
+                (false, true) => block_ms,
+                (false, false) => block_ms.min(1),
+            };
+            progress |= s.poll(block)?;
+        }
+        if let Some(s) = &mut self.shm {
+            let alone = self.kernel.is_none()
+                && self.uring.is_none()
+                && self.inet.is_none()
+                && self.storage.is_none();
+            progress |= s.poll(if progress || !alone { 0 } else { block_ms });
         }
         Ok(progress)
+    }
+
+    fn inet(&mut self) -> Result<&mut InetEngine> {
+        self.inet.as_mut().ok_or_else(|| {
+            Error::new(ErrorKind::WrongQueueKind, "this LibOs has no user-space stack")
+        })
+    }
+
+    /// The storage engine (started by the first `open_file`).
+    fn storage(&mut self) -> Result<&mut StorageEngine> {
+        self.storage.as_mut().ok_or_else(|| {
+            Error::new(
+                ErrorKind::BadQueue,
+                "no file was ever opened in this LibOs",
+            )
+        })
+    }
+
+    /// The shared-memory engine, started on first use.
+    fn shm(&mut self) -> Result<&mut ShmEngine> {
+        Ok(self
+            .shm
+            .get_or_insert_with(|| ShmEngine::new(MAX_SHM_QUEUES)))
+    }
+
+    fn uring(&mut self) -> Result<&mut UringEngine> {
+        self.uring.as_mut().ok_or_else(|| {
+            Error::new(
+                ErrorKind::WrongQueueKind,
+                "this LibOs has no io_uring sockets",
+            )
+        })
     }
 
     fn kernel(&mut self) -> Result<&mut KernelEngine> {
@@ -63,6 +133,10 @@ impl Engines {
 /// The engine-specific part of a pending operation.
 pub(crate) enum Work {
     Kernel(kernel::Op),
+    Inet(inet::Op),
+    Storage(storage::Op),
+    Uring(uring_net::Op),
+    Shm(shm::Op),
 }
 
 /// A pending operation: a task of the scheduler.
@@ -86,6 +160,34 @@ impl Task<Engines> for Operation {
         let value = match &mut self.work {
             Work::Kernel(op) => match engines.kernel.as_mut() {
                 Some(k) => op.poll(k, &mut engines.queues, cx),
+                None => Poll::Ready(QValue::Failed(Error::new(
+                    ErrorKind::Canceled,
+                    "engine gone",
+                ))),
+            },
+            Work::Inet(op) => match engines.inet.as_mut() {
+                Some(i) => op.poll(i, &mut engines.queues, cx),
+                None => Poll::Ready(QValue::Failed(Error::new(
+                    ErrorKind::Canceled,
+                    "engine gone",
+                ))),
+            },
+            Work::Uring(op) => match engines.uring.as_mut() {
+                Some(u) => op.poll(u, &mut engines.queues, cx),
+                None => Poll::Ready(QValue::Failed(Error::new(
+                    ErrorKind::Canceled,
+                    "engine gone",
+                ))),
+            },
+            Work::Storage(op) => match engines.storage.as_mut() {
+                Some(s) => op.poll(s, cx),
+                None => Poll::Ready(QValue::Failed(Error::new(
+                    ErrorKind::Canceled,
+                    "engine gone",
+                ))),
+            },
+            Work::Shm(op) => match engines.shm.as_mut() {
+                Some(s) => op.poll(s, cx),
                 None => Poll::Ready(QValue::Failed(Error::new(
                     ErrorKind::Canceled,
                     "engine gone",
@@ -131,23 +233,28 @@ impl LibOs {
         })
         .map_err(pool_error)?;
         let clock = Clock::real();
-        let kernel = match config.libos {
-            LibOsName::Kernel => Some(KernelEngine::new(large.clone(), config.limits.max_queues)?),
-            other => {
-                return Err(Error::new(
-                    ErrorKind::Unsupported,
-                    format!(
-                        "the '{other}' libOS is not available in this build; use --libos kernel"
-                    ),
-                ))
+        let (mut kernel, mut uring, mut inet) = (None, None, None);
+        match config.libos {
+            LibOsName::Kernel => {
+                kernel = Some(KernelEngine::new(large.clone(), config.limits.max_queues)?)
             }
-        };
+            LibOsName::Uring => {
+                uring = Some(UringEngine::new(large.clone(), config.limits.max_queues)?)
+            }
+            LibOsName::Sim | LibOsName::Xdp | LibOsName::Packet | LibOsName::Tap => {
+                inet = Some(inet::open(&config, &frames, clock.clone())?)
+            }
+        }
         Ok(LibOs {
             engines: Engines {
                 queues: QueueTable::new(config.limits.max_queues),
                 pools: Pools { frames, large },
                 clock,
                 kernel,
+                uring,
+                inet,
+                storage: None,
+                shm: None,
             },
             scheduler: Scheduler::new(config.limits.max_operations),
             completed: VecDeque::new(),
@@ -224,19 +331,29 @@ impl LibOs {
 
     /// A new socket of the configured network libOS.
     pub fn socket(&mut self, kind: SocketKind) -> Result<QDesc> {
-        let local = self.engines.kernel()?.socket(kind)?;
-        self.engines
-            .queues
-            .insert(QueueKind::KernelSocket, local)
-            .inspect_err(|_| {
-                let _ = self.engines.kernel.as_mut().map(|k| k.close(local));
-            })
+        let (queue_kind, local) = match self.config.libos {
+            LibOsName::Kernel => (QueueKind::KernelSocket, self.engines.kernel()?.socket(kind)?),
+            LibOsName::Uring => (QueueKind::UringSocket, self.engines.uring()?.socket(kind)?),
+            _ => (QueueKind::InetSocket, self.engines.inet()?.socket(kind)?),
+        };
+        self.engines.queues.insert(queue_kind, local).inspect_err(|_| {
+            let _ = match queue_kind {
+                QueueKind::KernelSocket => self.engines.kernel().and_then(|k| k.close(local)),
+                QueueKind::UringSocket => self.engines.uring().and_then(|u| u.close(local)),
+                QueueKind::InetSocket => self.engines.inet().and_then(|i| i.close(local)),
+                QueueKind::File | QueueKind::Shm => Ok(()),
+            };
+        })
     }
 
     pub fn bind(&mut self, qd: QDesc, local: SocketAddrV4) -> Result<()> {
         let q = self.engines.queues.get(qd)?;
         match q.kind {
             QueueKind::KernelSocket => self.engines.kernel()?.bind(q.local, local),
+            QueueKind::UringSocket => self.engines.uring()?.bind(q.local, local),
+            QueueKind::InetSocket => self.engines.inet()?.bind(q.local, local),
+            QueueKind::File => Err(file_not_socket("bind")),
+            QueueKind::Shm => Err(shm_not_socket("bind")),
         }
     }
 
@@ -250,6 +367,10 @@ impl LibOs {
         let q = self.engines.queues.get(qd)?;
         match q.kind {
             QueueKind::KernelSocket => self.engines.kernel()?.listen(q.local, backlog),
+            QueueKind::UringSocket => self.engines.uring()?.listen(q.local, backlog),
+            QueueKind::InetSocket => self.engines.inet()?.listen(q.local, backlog),
+            QueueKind::File => Err(file_not_socket("listen")),
+            QueueKind::Shm => Err(shm_not_socket("listen")),
         }
     }
 
@@ -258,6 +379,10 @@ impl LibOs {
         let q = self.engines.queues.get(qd)?;
         match q.kind {
             QueueKind::KernelSocket => self.engines.kernel()?.local_addr(q.local),
+            QueueKind::UringSocket => self.engines.uring()?.local_addr(q.local),
+            QueueKind::InetSocket => self.engines.inet()?.local_addr(q.local),
+            QueueKind::File => Err(file_not_socket("local_addr")),
+            QueueKind::Shm => Err(shm_not_socket("local_addr")),
         }
     }
 
@@ -266,6 +391,10 @@ impl LibOs {
         let q = self.engines.queues.remove(qd)?;
         match q.kind {
             QueueKind::KernelSocket => self.engines.kernel()?.close(q.local),
+            QueueKind::UringSocket => self.engines.uring()?.close(q.local),
+            QueueKind::InetSocket => self.engines.inet()?.close(q.local),
+            QueueKind::File => self.engines.storage()?.close(q.local),
+            QueueKind::Shm => self.engines.shm()?.close(q.local),
         }
     }
 
@@ -275,6 +404,10 @@ impl LibOs {
         let q = self.engines.queues.get(qd)?;
         let work = match q.kind {
             QueueKind::KernelSocket => Work::Kernel(self.engines.kernel()?.accept(q.local)?),
+            QueueKind::UringSocket => Work::Uring(self.engines.uring()?.accept(q.local)?),
+            QueueKind::InetSocket => Work::Inet(self.engines.inet()?.accept(q.local)?),
+            QueueKind::File => return Err(file_not_socket("accept")),
+            QueueKind::Shm => return Err(shm_not_socket("accept")),
         };
         self.start(OpCode::Accept, qd, work)
     }
@@ -285,6 +418,14 @@ impl LibOs {
             QueueKind::KernelSocket => {
                 Work::Kernel(self.engines.kernel()?.connect(q.local, remote)?)
             }
+            QueueKind::UringSocket => {
+                Work::Uring(self.engines.uring()?.connect(q.local, remote)?)
+            }
+            QueueKind::InetSocket => {
+                Work::Inet(self.engines.inet()?.connect(q.local, remote)?)
+            }
+            QueueKind::File => return Err(file_not_socket("connect")),
+            QueueKind::Shm => return Err(shm_not_socket("connect")),
         };
         self.start(OpCode::Connect, qd, work)
     }
@@ -320,6 +461,11 @@ impl LibOs {
         let q = self.engines.queues.get(qd)?;
         let work = match q.kind {
             QueueKind::KernelSocket => Work::Kernel(self.engines.kernel()?.push(q.local, sga, to)?),
+            QueueKind::UringSocket => Work::Uring(self.engines.uring()?.push(q.local, sga, to)?),
+            QueueKind::InetSocket => Work::Inet(self.engines.inet()?.push(q.local, sga, to)?),
+            QueueKind::File => return Err(file_not_socket("push")),
+            QueueKind::Shm if to.is_none() => Work::Shm(self.engines.shm()?.push(q.local, sga)?),
+            QueueKind::Shm => return Err(shm_not_socket("pushto")),
         };
         self.start(OpCode::Push, qd, work)
     }
@@ -329,6 +475,10 @@ impl LibOs {
         let q = self.engines.queues.get(qd)?;
         let work = match q.kind {
             QueueKind::KernelSocket => Work::Kernel(self.engines.kernel()?.pop(q.local)?),
+            QueueKind::UringSocket => Work::Uring(self.engines.uring()?.pop(q.local)?),
+            QueueKind::InetSocket => Work::Inet(self.engines.inet()?.pop(q.local)?),
+            QueueKind::File => return Err(file_not_socket("pop")),
+            QueueKind::Shm => Work::Shm(self.engines.shm()?.pop(q.local)?),
         };
         self.start(OpCode::Pop, qd, work)
     }
@@ -358,6 +508,119 @@ impl LibOs {
             self.completed.retain(|&t| scheduler.is_done(t) == Ok(true));
         }
         self.completed.push_back(id);
+    }
+
+    // ----- storage calls -------------------------------------------------------------------
+
+    /// Opens a file or block device as a storage queue (O_DIRECT by default: offsets, lengths
+    /// and buffers must then be aligned to the device's block size, usually 512 or 4096 B).
+    pub fn open_file(&mut self, path: impl AsRef<Path>, options: &FileOptions) -> Result<QDesc> {
+        if self.engines.storage.is_none() {
+            let pool = self.engines.pools.large.clone();
+            let engine = StorageEngine::new(pool, MAX_FILES, &self.config.storage)?;
+            self.engines.storage = Some(engine);
+        }
+        let storage = self.engines.storage()?;
+        let local = storage.open(path.as_ref(), options)?;
+        self.engines
+            .queues
+            .insert(QueueKind::File, local)
+            .inspect_err(|_| {
+                let _ = self.engines.storage().and_then(|s| s.close(local));
+            })
+    }
+
+    /// Writes `sga` at byte `offset` of a storage queue. The LibOs owns the Sga until the write
+    /// completes ([`QValue::Pushed`]).
+    pub fn push_at(&mut self, qd: QDesc, sga: Sga, offset: u64) -> Result<QToken> {
+        if sga.is_empty() {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "an empty push_at writes nothing: push at least one byte",
+            ));
+        }
+        let local = self.file_queue(qd, "push_at")?;
+        let op = self.engines.storage()?.push_at(local, sga, offset)?;
+        self.start(OpCode::PushAt, qd, Work::Storage(op))
+    }
+
+    /// Reads `len` bytes at byte `offset` of a storage queue ([`QValue::Popped`]; fewer bytes
+    /// at the end of the file).
+    pub fn pop_at(&mut self, qd: QDesc, offset: u64, len: usize) -> Result<QToken> {
+        let local = self.file_queue(qd, "pop_at")?;
+        let op = self.engines.storage()?.pop_at(local, offset, len)?;
+        self.start(OpCode::PopAt, qd, Work::Storage(op))
+    }
+
+    /// Makes every write to the storage queue that completed before this call durable
+    /// ([`QValue::Synced`]).
+    pub fn sync(&mut self, qd: QDesc) -> Result<QToken> {
+        let local = self.file_queue(qd, "sync")?;
+        let op = self.engines.storage()?.sync(local)?;
+        self.start(OpCode::Sync, qd, Work::Storage(op))
+    }
+
+    /// The current length of a storage queue's file, in bytes.
+    pub fn file_len(&mut self, qd: QDesc) -> Result<u64> {
+        let local = self.file_queue(qd, "file_len")?;
+        self.engines.storage()?.len(local)
+    }
+
+    fn file_queue(&self, qd: QDesc, call: &str) -> Result<u32> {
+        let q = self.engines.queues.get(qd)?;
+        if q.kind != QueueKind::File {
+            return Err(Error::new(
+                ErrorKind::WrongQueueKind,
+                format!("{call} needs a storage queue (from open_file); {qd} is a socket"),
+            ));
+        }
+        Ok(q.local)
+    }
+
+    // ----- shared-memory calls -------------------------------------------------------------
+
+    /// Creates the shared-memory queue `name` (a channel to the process that will
+    /// [`LibOs::shm_open`] it; the name is 1 to 200 of `A-Z a-z 0-9 . _ -`). `push` sends an Sga
+    /// as one message and `pop` receives the next whole one. Fails with
+    /// [`ErrorKind::AlreadyExists`] while a live process holds the name.
+    pub fn shm_create(&mut self, name: &str) -> Result<QDesc> {
+        let local = self.engines.shm()?.create(name)?;
+        self.insert_shm(local)
+    }
+
+    /// Attaches to the shared-memory queue `name` made by another process's
+    /// [`LibOs::shm_create`]. Does not wait: [`ErrorKind::NotFound`] until the creator exists.
+    pub fn shm_open(&mut self, name: &str) -> Result<QDesc> {
+        let local = self.engines.shm()?.open(name)?;
+        self.insert_shm(local)
+    }
+
+    fn insert_shm(&mut self, local: u32) -> Result<QDesc> {
+        self.engines
+            .queues
+            .insert(QueueKind::Shm, local)
+            .inspect_err(|_| {
+                let _ = self.engines.shm().and_then(|s| s.close(local));
+            })
+    }
+
+    /// An Sga of `len` bytes in the shared memory of queue `qd`: pushed on `qd`, it reaches
+    /// the peer without a copy (any other Sga is copied). Write every byte before pushing.
+    pub fn shm_alloc(&mut self, qd: QDesc, len: usize) -> Result<Sga> {
+        let q = self.engines.queues.get(qd)?;
+        if q.kind != QueueKind::Shm {
+            return Err(Error::new(
+                ErrorKind::WrongQueueKind,
+                format!("shm_alloc needs a shared-memory queue (from shm_create or shm_open); {qd} is not one"),
+            ));
+        }
+        if len == 0 {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "an Sga must hold at least one byte",
+            ));
+        }
+        self.engines.shm()?.alloc(q.local, len)
     }
 
     // ----- waiting -------------------------------------------------------------------------
@@ -502,6 +765,26 @@ fn alloc(pool: &BufferPool) -> Result<Buffer> {
         )
     })
 }
+
+fn shm_not_socket(call: &str) -> Error {
+    Error::new(
+        ErrorKind::WrongQueueKind,
+        format!("{call} is a socket call; a shared-memory queue takes push, pop and close"),
+    )
+}
+
+/// Shared-memory queues open at once in one LibOs.
+const MAX_SHM_QUEUES: usize = 1024;
+
+fn file_not_socket(call: &str) -> Error {
+    Error::new(
+        ErrorKind::WrongQueueKind,
+        format!("{call} is a socket call; a storage queue takes push_at, pop_at and sync"),
+    )
+}
+
+/// Files open at once in one LibOs (slots of the storage ring's registered-file table).
+const MAX_FILES: usize = 1024;
 
 fn unknown_token(qt: QToken) -> Error {
     Error::new(

@@ -10,6 +10,14 @@ use crate::types::QDesc;
 pub(crate) enum QueueKind {
     /// A Linux socket of the `kernel` libOS.
     KernelSocket,
+    /// A Linux socket of the `uring` libOS.
+    UringSocket,
+    /// A socket of the user-space stack (`sim`, `xdp`, `packet`, `tap`).
+    InetSocket,
+    /// A file or block device (storage queue) served by io_uring.
+    File,
+    /// A shared-memory channel to another process.
+    Shm,
 }
 
 #[derive(Clone, Copy, Debug)]

@@ -89,6 +89,10 @@ impl<T> Slab<T> {
     pub(crate) fn len(&self) -> usize {
         self.len
     }
+
+    pub(crate) fn values(&self) -> impl Iterator<Item = &T> + '_ {
+        self.entries.iter().filter_map(|e| e.value.as_ref())
+    }
 }
 
 #[cfg(test)]

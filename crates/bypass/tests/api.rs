@@ -1,4 +1,6 @@
-//! The queue API's contract, exercised through the `kernel` libOS on loopback.
+//! The queue API's contract, exercised on loopback through every libOS over Linux sockets:
+//! `kernel` (epoll) and `uring` (io_uring). Each contract test is a function of the libOS name;
+//! the macro at the end runs it once per libOS, in modules named after them.
 
 use std::net::SocketAddrV4;
 use std::time::Duration;
@@ -8,8 +10,8 @@ use bypass::{Config, ErrorKind, LibOs, LibOsName, OpCode, QDesc, QValue, SocketK
 const LOOPBACK_ANY: &str = "127.0.0.1:0";
 const LONG: Option<Duration> = Some(Duration::from_secs(20));
 
-fn libos() -> LibOs {
-    LibOs::new(Config::with_libos(LibOsName::Kernel)).expect("kernel libOS starts")
+fn libos(name: LibOsName) -> LibOs {
+    LibOs::new(Config::with_libos(name)).unwrap_or_else(|e| panic!("the {name} libOS starts: {e}"))
 }
 
 /// A listening TCP socket on an ephemeral loopback port.
@@ -56,9 +58,8 @@ fn pop_exact(libos: &mut LibOs, qd: QDesc, len: usize) -> Vec<u8> {
     got
 }
 
-#[test]
-fn stream_transfer_delivers_every_byte_in_both_directions() {
-    let mut libos = libos();
+fn stream_transfer_delivers_every_byte_in_both_directions(name: LibOsName) {
+    let mut libos = libos(name);
     let (c, s) = pair(&mut libos);
     for len in [1usize, 100, 1460, 65_536, 1 << 20] {
         let data: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
@@ -78,9 +79,8 @@ fn stream_transfer_delivers_every_byte_in_both_directions() {
     }
 }
 
-#[test]
-fn two_pops_on_one_stream_complete_in_issue_order() {
-    let mut libos = libos();
+fn two_pops_on_one_stream_complete_in_issue_order(name: LibOsName) {
+    let mut libos = libos(name);
     let (c, s) = pair(&mut libos);
     let first = libos.pop(s).unwrap();
     let second = libos.pop(s).unwrap();
@@ -106,9 +106,8 @@ fn two_pops_on_one_stream_complete_in_issue_order() {
     );
 }
 
-#[test]
-fn wait_any_returns_the_completed_token_and_leaves_the_others_valid() {
-    let mut libos = libos();
+fn wait_any_returns_the_completed_token_and_leaves_the_others_valid(name: LibOsName) {
+    let mut libos = libos(name);
     let (c1, s1) = pair(&mut libos);
     let (_c2, s2) = pair(&mut libos);
     let pops: Vec<_> = (0..8)
@@ -141,9 +140,8 @@ fn wait_any_returns_the_completed_token_and_leaves_the_others_valid() {
     );
 }
 
-#[test]
-fn a_timeout_leaves_the_token_valid() {
-    let mut libos = libos();
+fn a_timeout_leaves_the_token_valid(name: LibOsName) {
+    let mut libos = libos(name);
     let (c, s) = pair(&mut libos);
     let qt = libos.pop(s).unwrap();
     let e = libos.wait(qt, Some(Duration::from_millis(20))).unwrap_err();
@@ -160,9 +158,8 @@ fn a_timeout_leaves_the_token_valid() {
     );
 }
 
-#[test]
-fn wait_next_n_delivers_completions_of_any_token() {
-    let mut libos = libos();
+fn wait_next_n_delivers_completions_of_any_token(name: LibOsName) {
+    let mut libos = libos(name);
     let (c, s) = pair(&mut libos);
     let pop = libos.pop(s).unwrap();
     let push = libos
@@ -187,9 +184,8 @@ fn wait_next_n_delivers_completions_of_any_token() {
     assert_eq!(e.kind(), ErrorKind::TimedOut);
 }
 
-#[test]
-fn pop_after_the_peer_closes_is_end_of_stream() {
-    let mut libos = libos();
+fn pop_after_the_peer_closes_is_end_of_stream(name: LibOsName) {
+    let mut libos = libos(name);
     let (c, s) = pair(&mut libos);
     let qt = libos
         .push(c, libos.sga_from_slice(b"last words").unwrap())
@@ -204,9 +200,8 @@ fn pop_after_the_peer_closes_is_end_of_stream() {
     ));
 }
 
-#[test]
-fn closing_a_queue_cancels_its_pending_operations() {
-    let mut libos = libos();
+fn closing_a_queue_cancels_its_pending_operations(name: LibOsName) {
+    let mut libos = libos(name);
     let (_c, s) = pair(&mut libos);
     let qt = libos.pop(s).unwrap();
     libos.close(s).unwrap();
@@ -215,9 +210,8 @@ fn closing_a_queue_cancels_its_pending_operations() {
     assert_eq!(libos.pop(s).unwrap_err().kind(), ErrorKind::BadQueue);
 }
 
-#[test]
-fn udp_datagrams_carry_their_sender() {
-    let mut libos = libos();
+fn udp_datagrams_carry_their_sender(name: LibOsName) {
+    let mut libos = libos(name);
     let a = libos.socket(SocketKind::Datagram).unwrap();
     let b = libos.socket(SocketKind::Datagram).unwrap();
     libos.bind(a, LOOPBACK_ANY.parse().unwrap()).unwrap();
@@ -244,9 +238,8 @@ fn udp_datagrams_carry_their_sender() {
     );
 }
 
-#[test]
-fn errors_are_typed_and_say_what_to_do() {
-    let mut libos = libos();
+fn errors_are_typed_and_say_what_to_do(name: LibOsName) {
+    let mut libos = libos(name);
     // Unknown queue descriptor.
     let e = libos.pop(QDesc::from_u32(12345)).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::BadQueue);
@@ -322,9 +315,8 @@ fn malformed_configuration_and_unknown_libos_are_config_errors() {
     assert_eq!(ok.pool.frames, 1024);
 }
 
-#[test]
-fn many_concurrent_connections_each_get_their_own_bytes() {
-    let mut libos = libos();
+fn many_concurrent_connections_each_get_their_own_bytes(name: LibOsName) {
+    let mut libos = libos(name);
     let mut pairs = Vec::new();
     for _ in 0..64 {
         pairs.push(pair(&mut libos));
@@ -345,3 +337,28 @@ fn many_concurrent_connections_each_get_their_own_bytes() {
         assert_eq!(&r.into_sga().unwrap().to_vec(), expected);
     }
 }
+
+/// Runs each contract test against every libOS over Linux sockets.
+macro_rules! on_socket_liboses {
+    ($($test:ident),* $(,)?) => {
+        mod kernel {
+            $( #[test] fn $test() { super::$test(bypass::LibOsName::Kernel) } )*
+        }
+        mod uring {
+            $( #[test] fn $test() { super::$test(bypass::LibOsName::Uring) } )*
+        }
+    };
+}
+
+on_socket_liboses!(
+    stream_transfer_delivers_every_byte_in_both_directions,
+    two_pops_on_one_stream_complete_in_issue_order,
+    wait_any_returns_the_completed_token_and_leaves_the_others_valid,
+    a_timeout_leaves_the_token_valid,
+    wait_next_n_delivers_completions_of_any_token,
+    pop_after_the_peer_closes_is_end_of_stream,
+    closing_a_queue_cancels_its_pending_operations,
+    udp_datagrams_carry_their_sender,
+    errors_are_typed_and_say_what_to_do,
+    many_concurrent_connections_each_get_their_own_bytes,
+);

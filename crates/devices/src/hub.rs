@@ -129,6 +129,7 @@ impl Hub {
             pool,
             stats: DeviceStats::default(),
             scratch: Vec::new(),
+            spares: Vec::new(),
         }
     }
 
@@ -161,6 +162,8 @@ pub struct HubPort {
     stats: DeviceStats,
     /// Frames taken from the inbox in one go, reused.
     scratch: Vec<Frame>,
+    /// Frame copies to fill on transmit (received ones come back here).
+    spares: Vec<Frame>,
 }
 
 impl HubPort {
@@ -177,30 +180,42 @@ impl HubPort {
     pub fn with_pool(hub: &Hub, mac: Option<[u8; 6]>, chunks: usize) -> std::io::Result<HubPort> {
         Ok(hub.attach(mac, BufferPool::new(&PoolConfig::frames(chunks))?))
     }
-
-    fn deliver(&self, inbox: &Mutex<VecDeque<Frame>>, data: &[u8], spare: &mut Vec<Frame>) -> bool {
-        let inner = &self.hub.inner;
-        let mut q = inbox.lock().expect("hub inbox poisoned");
-        if q.len() >= inner.config.rx_queue {
-            return false;
-        }
-        let mut frame = spare.pop().unwrap_or_else(|| Vec::with_capacity(2048));
-        frame.clear();
-        frame.extend_from_slice(data);
-        q.push_back(frame);
-        true
-    }
 }
+
+/// Copies `data` into a spare frame and queues it on `inbox`; false if the inbox is full.
+fn deliver(
+    inbox: &Mutex<VecDeque<Frame>>,
+    limit: usize,
+    data: &[u8],
+    spare: &mut Vec<Frame>,
+) -> bool {
+    let mut frame = spare.pop().unwrap_or_else(|| Vec::with_capacity(2048));
+    frame.clear();
+    frame.extend_from_slice(data);
+    let mut q = inbox.lock().expect("hub inbox poisoned");
+    if q.len() >= limit {
+        drop(q);
+        spare.push(frame);
+        return false;
+    }
+    q.push_back(frame);
+    true
+}
+
+/// Frame copies a port keeps for itself before handing extras back to the hub.
+const LOCAL_SPARES: usize = 256;
 
 impl Device for HubPort {
     fn rx_burst(&mut self, frames: &mut Vec<Buffer>, max: usize) -> usize {
         {
             let mut q = self.inbox.lock().expect("hub inbox poisoned");
             let n = max.min(q.len());
+            if n == 0 {
+                return 0;
+            }
             self.scratch.extend(q.drain(..n));
         }
         let mut taken = 0;
-        let mut spare = Vec::new();
         for frame in self.scratch.drain(..) {
             match self.pool.alloc() {
                 Some(mut buf) if frame.len() <= buf.tailroom() => {
@@ -212,15 +227,12 @@ impl Device for HubPort {
                 }
                 _ => self.stats.rx_dropped += 1,
             }
-            spare.push(frame);
+            self.spares.push(frame);
         }
-        if !spare.is_empty() {
-            self.hub
-                .inner
-                .spare
-                .lock()
-                .expect("hub poisoned")
-                .append(&mut spare);
+        if self.spares.len() > 2 * LOCAL_SPARES {
+            let extra = self.spares.len() - LOCAL_SPARES;
+            let mut hub = self.hub.inner.spare.lock().expect("hub poisoned");
+            hub.extend(self.spares.drain(..extra));
         }
         taken
     }
@@ -231,40 +243,45 @@ impl Device for HubPort {
             return 0;
         }
         let inner = self.hub.inner.clone();
-        let mut spare = std::mem::take(&mut *inner.spare.lock().expect("hub poisoned"));
-        {
-            let ports = inner.ports.read().expect("hub poisoned");
-            for frame in frames.drain(..) {
-                self.stats.tx_frames += 1;
-                self.stats.tx_bytes += frame.len() as u64;
-                if frame.len() < 14 || self.hub.lose() {
-                    inner.dropped.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
-                let dst: [u8; 6] = frame[..6].try_into().expect("length checked");
-                let unicast = dst[0] & 1 == 0;
-                let target = unicast
-                    .then(|| ports.iter().flatten().find(|p| p.mac == dst))
-                    .flatten();
-                match target {
-                    Some(p) => {
-                        if !self.deliver(&p.inbox, &frame, &mut spare) {
-                            inner.dropped.fetch_add(1, Ordering::Relaxed);
-                        }
+        if self.spares.len() < n {
+            let mut hub = inner.spare.lock().expect("hub poisoned");
+            let take = hub.len().min(LOCAL_SPARES);
+            let from = hub.len() - take;
+            self.spares.extend(hub.drain(from..));
+        }
+        let limit = inner.config.rx_queue;
+        let ports = inner.ports.read().expect("hub poisoned");
+        for frame in frames.drain(..) {
+            self.stats.tx_frames += 1;
+            self.stats.tx_bytes += frame.len() as u64;
+            if frame.len() < 14 || self.hub.lose() {
+                inner.dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let dst: [u8; 6] = frame[..6].try_into().expect("length checked");
+            let unicast = dst[0] & 1 == 0;
+            let target = unicast
+                .then(|| ports.iter().flatten().find(|p| p.mac == dst))
+                .flatten();
+            match target {
+                Some(p) => {
+                    if !deliver(&p.inbox, limit, &frame, &mut self.spares) {
+                        inner.dropped.fetch_add(1, Ordering::Relaxed);
                     }
-                    None => {
-                        for (i, p) in ports.iter().enumerate() {
-                            if let Some(p) = p {
-                                if i != self.index && !self.deliver(&p.inbox, &frame, &mut spare) {
-                                    inner.dropped.fetch_add(1, Ordering::Relaxed);
-                                }
+                }
+                None => {
+                    for (i, p) in ports.iter().enumerate() {
+                        if let Some(p) = p {
+                            if i != self.index
+                                && !deliver(&p.inbox, limit, &frame, &mut self.spares)
+                            {
+                                inner.dropped.fetch_add(1, Ordering::Relaxed);
                             }
                         }
                     }
                 }
             }
         }
-        inner.spare.lock().expect("hub poisoned").append(&mut spare);
         n
     }
 

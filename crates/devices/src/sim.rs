@@ -431,7 +431,11 @@ impl WireState {
         let frame = if self.rng.chance(self.config.corrupt) && !frame.is_empty() {
             self.stats.corrupted += 1;
             let bit = self.rng.below(frame.len() as u64 * 8);
-            match self.ports[to].pool.alloc_copy(frame) {
+            let pool = &self.ports[to].pool;
+            let copy = (frame.len() <= pool.data_capacity())
+                .then(|| pool.alloc_copy(frame))
+                .flatten();
+            match copy {
                 Some(mut copy) => {
                     copy.as_mut_slice()[(bit / 8) as usize] ^= 1 << (bit % 8);
                     copy

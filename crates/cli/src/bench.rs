@@ -1,0 +1,435 @@
+//! `bypass bench echo`: 1-connection TCP ping-pong on each listed libOS, side by side with a
+//! plain `std::net` ping-pong (`linux`) as the reference, in one run.
+//!
+//! Every target runs the same way: an echo server thread and a client thread, pinned to two
+//! different CPUs (when there are two), both busy-polling; a warm-up before measuring; and the
+//! targets take turns over several rounds so a slow patch of the machine does not land on one
+//! target only. The latency histograms of the rounds are merged.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddrV4, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bypass::{LibOsName, PollMode};
+use bypass_echo::{Latency, Limit, LoadOptions, Protocol, ServeOptions, Server};
+use clap::Subcommand;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::config::FileConfig;
+use crate::echo::{libos, seconds};
+use crate::error::CliError;
+use crate::{sys, Global};
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum Command {
+    /// TCP echo ping-pong latency of libOSes next to plain Linux sockets.
+    Echo(EchoArgs),
+    /// redis-benchmark SET/GET against redis-server and the bypass kv server.
+    Kv(crate::kv::BenchArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct EchoArgs {
+    /// Comma-separated libOSes to measure, e.g. kernel,uring (plus `linux`, always).
+    #[arg(long, value_delimiter = ',', value_parser = crate::topo::parse_bench_libos, default_value = "kernel")]
+    libos: Vec<Option<LibOsName>>,
+    /// Bytes per message.
+    #[arg(long, value_name = "B", default_value_t = 64)]
+    size: usize,
+    /// Messages measured per target (default 30000).
+    #[arg(long, value_name = "N", conflicts_with = "duration")]
+    count: Option<u64>,
+    /// Seconds measured per target instead of a count.
+    #[arg(long, value_name = "S")]
+    duration: Option<f64>,
+    /// Rounds the targets take turns in; each round measures count/rounds messages.
+    #[arg(long, value_name = "R", default_value_t = 3)]
+    rounds: u32,
+    /// Messages each target sends before every round's measurement.
+    #[arg(long, value_name = "N", default_value_t = 2000)]
+    warmup: u64,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Run across two network namespaces joined by a veth pair (made and removed here): each
+    /// libOS's echo server in namespace A, a spinning kernel-socket client in B; adds a bulk
+    /// echo throughput column. Needs root.
+    #[arg(long, value_enum, value_name = "KIND")]
+    topo: Option<crate::topo::TopoKind>,
+    /// With --topo: MiB echoed over one connection for the throughput column.
+    #[arg(long, value_name = "MIB", default_value_t = 64)]
+    bulk_mib: u64,
+    #[command(flatten)]
+    net: crate::topo::NetArgs,
+}
+
+/// What was measured of one target, over all rounds.
+struct Sample {
+    target: String,
+    messages: u64,
+    elapsed_ns: u64,
+    histogram: Histogram<u64>,
+}
+
+#[derive(Serialize)]
+struct Row {
+    target: String,
+    messages: u64,
+    msgs_per_s: f64,
+    latency_us: Latency,
+    /// This target's p50 over the `linux` reference's p50.
+    p50_vs_linux: f64,
+}
+
+#[derive(Serialize)]
+struct BenchReport {
+    benchmark: &'static str,
+    message_size: usize,
+    rounds: u32,
+    /// CPUs of the client and the server, or null when not pinned.
+    pinned: Option<(usize, usize)>,
+    results: Vec<Row>,
+}
+
+pub(crate) fn run(global: &Global, cmd: Command) -> Result<(), CliError> {
+    match cmd {
+        Command::Echo(args) => echo(global, args),
+        Command::Kv(args) => crate::kv::bench_kv(global, args),
+    }
+}
+
+fn echo(global: &Global, args: EchoArgs) -> Result<(), CliError> {
+    if args.rounds == 0 {
+        return Err(CliError::new("--rounds must be at least 1"));
+    }
+    if args.size == 0 {
+        return Err(CliError::new("--size must be at least 1 byte"));
+    }
+    let per_round = match args.duration {
+        Some(s) => Limit::Duration(seconds(s, "--duration")? / args.rounds),
+        None => {
+            let n = args.count.unwrap_or(30_000) / u64::from(args.rounds);
+            if n == 0 {
+                return Err(CliError::new("--count must be at least --rounds"));
+            }
+            Limit::Count(n)
+        }
+    };
+    let mut libs: Vec<LibOsName> = args.libos.iter().flatten().copied().collect();
+    libs.dedup();
+    if args.topo.is_some() {
+        if args.duration.is_some() {
+            return Err(CliError::new("--topo veth takes --count, not --duration"));
+        }
+        return crate::topo::bench_veth(
+            &global.file,
+            &crate::topo::VethBench {
+                libs,
+                size: args.size,
+                count: args.count.unwrap_or(30_000),
+                rounds: args.rounds,
+                warmup: args.warmup,
+                bulk_bytes: args.bulk_mib << 20,
+                json: args.json,
+            },
+        );
+    }
+    // Busy-poll whatever the file says: blocking across CPUs costs tens of µs per wake-up.
+    let mut file = crate::topo::with_net(&global.file, &args.net)?;
+    file.bypass.poll = PollMode::Spin;
+
+    let original = sys::affinity().map_err(|e| CliError::new(format!("sched_getaffinity: {e}")))?;
+    let cpus = original.cpus();
+    let pinned = if cpus.len() >= 2 {
+        Some((cpus[0], cpus[1]))
+    } else {
+        eprintln!("note: this process may use only one CPU: client and server are not pinned and share it");
+        None
+    };
+    if let Some((client, _)) = pinned {
+        sys::set_affinity(&sys::CpuSet::single(client))
+            .map_err(|e| CliError::new(format!("cannot pin to CPU {client}: {e}")))?;
+    }
+    let result = measure(&file, &libs, &args, per_round, pinned);
+    let _ = sys::set_affinity(&original);
+    let samples = result?;
+
+    let reference = samples[0].histogram.value_at_quantile(0.5).max(1) as f64;
+    let results: Vec<Row> = samples
+        .into_iter()
+        .map(|s| {
+            let secs = s.elapsed_ns as f64 / 1e9;
+            Row {
+                p50_vs_linux: s.histogram.value_at_quantile(0.5) as f64 / reference,
+                msgs_per_s: if secs > 0.0 {
+                    s.messages as f64 / secs
+                } else {
+                    0.0
+                },
+                latency_us: Latency::from_histogram(&s.histogram),
+                messages: s.messages,
+                target: s.target,
+            }
+        })
+        .collect();
+    let report = BenchReport {
+        benchmark: "tcp echo ping-pong, 1 connection, loopback",
+        message_size: args.size,
+        rounds: args.rounds,
+        pinned,
+        results,
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("a report always serialises")
+        );
+    } else {
+        print_table(&report);
+    }
+    Ok(())
+}
+
+fn print_table(r: &BenchReport) {
+    println!(
+        "{}, {} B messages, {} rounds",
+        r.benchmark, r.message_size, r.rounds
+    );
+    match r.pinned {
+        Some((c, s)) => println!("client on CPU {c}, server on CPU {s}, both busy-polling"),
+        None => println!("not pinned (one CPU), both busy-polling"),
+    }
+    println!(
+        "{:<8} {:>9} {:>10} {:>8} {:>8} {:>9} {:>9} {:>12}",
+        "target", "messages", "msgs/s", "p50 µs", "p99 µs", "p99.9 µs", "max µs", "p50 / linux"
+    );
+    for row in &r.results {
+        let l = &row.latency_us;
+        println!(
+            "{:<8} {:>9} {:>10.0} {:>8.2} {:>8.2} {:>9.2} {:>9.1} {:>12.3}",
+            row.target, row.messages, row.msgs_per_s, l.p50, l.p99, l.p999, l.max, row.p50_vs_linux
+        );
+    }
+}
+
+/// Runs every target `rounds` times, in turn; the first sample is `linux`.
+fn measure(
+    file: &FileConfig,
+    libs: &[LibOsName],
+    args: &EchoArgs,
+    per_round: Limit,
+    pinned: Option<(usize, usize)>,
+) -> Result<Vec<Sample>, CliError> {
+    let new_histogram =
+        || Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("static bounds are valid");
+    let mut samples: Vec<Sample> = std::iter::once("linux".to_string())
+        .chain(libs.iter().map(|l| l.to_string()))
+        .map(|target| Sample {
+            target,
+            messages: 0,
+            elapsed_ns: 0,
+            histogram: new_histogram(),
+        })
+        .collect();
+    let server_cpu = pinned.map(|(_, s)| s);
+    for round in 0..args.rounds {
+        for (i, sample) in samples.iter_mut().enumerate() {
+            tracing::info!(round, target = %sample.target, "measuring");
+            let (messages, elapsed_ns, h) = if i == 0 {
+                linux_ping_pong(args.size, per_round, args.warmup, server_cpu)
+                    .map_err(|e| CliError::new(format!("linux reference: {e}")))?
+            } else {
+                bypass_ping_pong(
+                    file,
+                    libs[i - 1],
+                    args.size,
+                    per_round,
+                    args.warmup,
+                    server_cpu,
+                )?
+            };
+            sample.messages += messages;
+            sample.elapsed_ns += elapsed_ns;
+            sample
+                .histogram
+                .add(&h)
+                .expect("histograms with the same bounds merge");
+        }
+    }
+    Ok(samples)
+}
+
+/// One round over a libOS: the `bypass-echo` server and client, 1 TCP connection.
+fn bypass_ping_pong(
+    file: &FileConfig,
+    name: LibOsName,
+    size: usize,
+    limit: Limit,
+    warmup: u64,
+    server_cpu: Option<usize>,
+) -> Result<(u64, u64, Histogram<u64>), CliError> {
+    let stop = AtomicBool::new(false);
+    let (tx, rx) = mpsc::channel();
+    thread::scope(|s| {
+        let stop = &stop;
+        let server = s.spawn(move || -> Result<(), CliError> {
+            if let Some(cpu) = server_cpu {
+                sys::set_affinity(&sys::CpuSet::single(cpu))
+                    .map_err(|e| CliError::new(format!("cannot pin to CPU {cpu}: {e}")))?;
+            }
+            let started = libos(file, Some(name)).and_then(|mut libos| {
+                let opts = ServeOptions {
+                    max_connections: Some(1),
+                    ..ServeOptions::tcp("127.0.0.1:0".parse().expect("valid address"))
+                };
+                let server = Server::bind(&mut libos, opts)?;
+                Ok((libos, server))
+            });
+            let (mut libos, server) = match started {
+                Ok(x) => x,
+                Err(e) => {
+                    let _ = tx.send(None);
+                    return Err(e);
+                }
+            };
+            let _ = tx.send(Some(server.local_addr()));
+            server.run(&mut libos, Some(stop))?;
+            Ok(())
+        });
+        let client = || -> Result<_, CliError> {
+            let Ok(Some(addr)) = rx.recv() else {
+                return Err(CliError::new(format!(
+                    "the {name} echo server did not start"
+                )));
+            };
+            let opts = LoadOptions {
+                message_size: size,
+                limit,
+                warmup: Limit::Count(warmup),
+                ..LoadOptions::new(addr, Protocol::Tcp)
+            };
+            let mut libos = libos(file, Some(name))?;
+            let report = bypass_echo::run_load(&mut libos, &opts)?;
+            Ok((
+                report.messages,
+                (report.elapsed_s * 1e9) as u64,
+                report.histogram,
+            ))
+        };
+        let result = client();
+        stop.store(true, Ordering::Relaxed);
+        let served = server
+            .join()
+            .map_err(|_| CliError::new(format!("the {name} echo server thread panicked")))?;
+        served?;
+        result
+    })
+}
+
+/// One round of the reference: plain non-blocking `std::net` sockets with TCP_NODELAY, both
+/// ends spinning on `read`, no bypass code at all.
+fn linux_ping_pong(
+    size: usize,
+    limit: Limit,
+    warmup: u64,
+    server_cpu: Option<usize>,
+) -> io::Result<(u64, u64, Histogram<u64>)> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let std::net::SocketAddr::V4(addr) = listener.local_addr()? else {
+        return Err(io::Error::other("bound to a non-IPv4 address"));
+    };
+    thread::scope(|s| {
+        let server = s.spawn(move || -> io::Result<()> {
+            if let Some(cpu) = server_cpu {
+                sys::set_affinity(&sys::CpuSet::single(cpu))?;
+            }
+            let (mut stream, _) = listener.accept()?;
+            stream.set_nodelay(true)?;
+            stream.set_nonblocking(true)?;
+            let mut buf = vec![0u8; size.max(64 * 1024)];
+            loop {
+                let n = match stream.read(&mut buf) {
+                    Ok(0) => return Ok(()),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Err(e),
+                };
+                write_all_spinning(&mut stream, &buf[..n])?;
+            }
+        });
+        let result = linux_client(addr, size, limit, warmup);
+        let served = server
+            .join()
+            .map_err(|_| io::Error::other("the reference server thread panicked"))?;
+        served?;
+        result
+    })
+}
+
+fn linux_client(
+    addr: SocketAddrV4,
+    size: usize,
+    limit: Limit,
+    warmup: u64,
+) -> io::Result<(u64, u64, Histogram<u64>)> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_nodelay(true)?;
+    stream.set_nonblocking(true)?;
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3)
+        .expect("static bounds are valid");
+    let mut msg: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    let mut back = vec![0u8; size];
+    let mut ping = |seq: u64, stream: &mut TcpStream| -> io::Result<Duration> {
+        msg[0] = seq as u8;
+        let t0 = Instant::now();
+        write_all_spinning(stream, &msg)?;
+        let mut got = 0;
+        while got < size {
+            match stream.read(&mut back[got..]) {
+                Ok(0) => return Err(io::Error::other("the reference server closed early")),
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let rtt = t0.elapsed();
+        if back != msg {
+            return Err(io::Error::other(format!("echo of message {seq} differs")));
+        }
+        Ok(rtt)
+    };
+    for seq in 0..warmup {
+        ping(seq, &mut stream)?;
+    }
+    let start = Instant::now();
+    let mut seq = warmup;
+    let mut messages = 0u64;
+    loop {
+        match limit {
+            Limit::Count(n) if messages >= n => break,
+            Limit::Duration(d) if start.elapsed() >= d => break,
+            _ => {}
+        }
+        let rtt = ping(seq, &mut stream)?;
+        histogram.saturating_record((rtt.as_nanos() as u64).max(1));
+        seq += 1;
+        messages += 1;
+    }
+    let elapsed = start.elapsed().as_nanos() as u64;
+    Ok((messages, elapsed, histogram))
+}
+
+fn write_all_spinning(stream: &mut TcpStream, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        match stream.write(data) {
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

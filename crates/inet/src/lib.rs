@@ -1,0 +1,78 @@
+//! The user-space TCP/UDP/IPv4/ARP stack of bypass.
+//!
+//! Sans-I/O and generic over a [`bypass_devices::Device`]: a [`Stack`] owns the device and its
+//! sockets; [`Stack::poll`] receives a burst of frames, runs them up the layers, fires due
+//! timers and sends a burst back; [`Stack::poll_at`] says when to poll next. Time is an
+//! argument, so the same code runs on the machine's clock or, in the simulator, on a virtual
+//! clock from a seed.
+//!
+//! A frame goes up through one module per layer, each citing the RFC it implements next to
+//! the code:
+//!
+//! ```text
+//! device -> ethernet -> arp
+//!                    -> ipv4 -> icmp
+//!                            -> udp  -> UDP sockets
+//!                            -> tcp  -> listeners, connections (tcp::conn)
+//! ```
+//!
+//! and down through `iface` (IPv4 header, next hop, ARP, Ethernet header),
+//! built in the headroom of one buffer from the device's pool, checksummed once.
+//!
+//! # Socket API
+//!
+//! Sockets are named by [`SocketHandle`]s. TCP: [`Stack::tcp_listen`], [`Stack::tcp_accept`],
+//! [`Stack::tcp_connect`], [`Stack::tcp_send`] (takes what fits, shares the buffer),
+//! [`Stack::tcp_recv`] (zero-copy slices of received frames; `Err(EndOfStream)` after the
+//! peer's FIN), [`Stack::tcp_shutdown`] (half-close), [`Stack::tcp_close`], [`Stack::tcp_abort`].
+//! UDP: [`Stack::udp_bind`], [`Stack::udp_send_to`], [`Stack::udp_recv_from`]. A task that
+//! cannot progress registers a [`std::task::Waker`] for an [`Interest`] with
+//! [`Stack::register_waker`] and is woken when it can.
+//!
+//! # What TCP does
+//!
+//! RFC 9293 state machine (simultaneous open and close, half-close, TIME-WAIT), RFC 5961
+//! challenge ACKs (rate limited), RFC 6298 retransmission timer with Karn's rule, backoff and
+//! a retry limit that fails the connection with `TimedOut`, RFC 7323 window scaling,
+//! timestamps and PAWS, RFC 2018 SACK with RFC 6675 recovery (NewReno, RFC 6582, without
+//! SACK), CUBIC (RFC 9438, default) or NewReno behind [`tcp::CongestionControl`], zero-window
+//! probes, silly window avoidance on both sides, optional Nagle, delayed ACKs with quick ACKs
+//! at the start, RFC 6528 initial sequence numbers, optional keep-alive (RFC 1122 §4.2.3.6).
+//!
+//! # Testing
+//!
+//! `tests/scenario.rs` plays the peer segment by segment (packetdrill style);
+//! `tests/sim.rs` runs random workloads over random faults on a virtual clock, many seeds per
+//! fault profile (`BYPASS_SIM_SEEDS=N`, replay one with `BYPASS_SIM_SEED=S`; set
+//! `BYPASS_PCAP=file.pcap` to capture a replayed run for Wireshark).
+//!
+//! # Limits
+//!
+//! Every table and queue is bounded by the configuration: sockets, listen backlog and SYN
+//! queue, send and receive buffers (the receive buffer bounds in-order and out-of-order data
+//! together), out-of-order pieces, ARP cache and its per-address queue, transmit queue.
+//! Nothing grows because a peer sent something. Every drop is counted in [`Stats`].
+//!
+//! Received data stays in the frames it arrived in (segments of up to 256 bytes are copied
+//! together into one buffer instead): a connection's receive buffer of N bytes can pin about
+//! N / MSS frames of the device's pool, and sent data pins the application's buffers until it
+//! is acknowledged. Size the pool for the connections it serves.
+
+pub mod arp;
+mod error;
+mod ethernet;
+mod icmp;
+mod iface;
+mod ipv4;
+mod socket;
+mod stack;
+pub mod stats;
+pub mod tcp;
+mod udp;
+
+pub use arp::ArpConfig;
+pub use error::{Error, Result};
+pub use socket::{Interest, SocketHandle};
+pub use stack::{Stack, StackConfig, TcpInfo};
+pub use stats::{Layer, Stats};
+pub use tcp::{CongestionKind, TcpConfig, TcpState};

@@ -1,0 +1,428 @@
+//! End-to-end behaviour of two stacks over a simulated wire, through the socket API.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Wake, Waker};
+use std::time::Duration;
+
+use bypass_devices::sim::SimConfig;
+use bypass_devices::Device;
+use bypass_inet::{Error, Interest, TcpState};
+use bypass_runtime::Buffer;
+use common::*;
+
+fn buf(p: &Pair, data: &[u8]) -> Buffer {
+    p.a.device().pool().alloc_copy(data).unwrap()
+}
+
+struct Counter(AtomicUsize);
+impl Wake for Counter {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn handshake_data_both_ways_and_graceful_close() {
+    let mut p = Pair::simple(SimConfig {
+        delay: Duration::from_micros(20),
+        ..SimConfig::default()
+    });
+    let l = p.b.tcp_listen(addr(IP_B, 80), 8).unwrap();
+    let c = p.a.tcp_connect(None, addr(IP_B, 80)).unwrap();
+    assert!(
+        p.run_until(Duration::from_secs(1), |p| p.a.tcp_state(c).unwrap()
+            == TcpState::Established)
+    );
+    let (s, peer) = {
+        let mut got = None;
+        p.run_until(Duration::from_secs(1), |p| {
+            got = p.b.tcp_accept(l).unwrap();
+            got.is_some()
+        });
+        got.expect("accepted")
+    };
+    assert_eq!(*peer.ip(), std::net::Ipv4Addr::new(10, 0, 0, 1));
+    assert_eq!(p.b.tcp_state(s).unwrap(), TcpState::Established);
+
+    let msg = buf(&p, b"hello, bypass");
+    assert_eq!(p.a.tcp_send(c, &msg).unwrap(), 13);
+    let mut got = Vec::new();
+    p.run_until(Duration::from_secs(1), |p| {
+        while let Ok(Some(b)) = p.b.tcp_recv(s) {
+            got.extend_from_slice(&b);
+        }
+        got.len() == 13
+    });
+    assert_eq!(got, b"hello, bypass");
+
+    let reply = p.b.device().pool().alloc_copy(b"hi back").unwrap();
+    assert_eq!(p.b.tcp_send(s, &reply).unwrap(), 7);
+    let mut got = Vec::new();
+    p.run_until(Duration::from_secs(1), |p| {
+        while let Ok(Some(b)) = p.a.tcp_recv(c) {
+            got.extend_from_slice(&b);
+        }
+        got.len() == 7
+    });
+    assert_eq!(got, b"hi back");
+
+    // A closes first: A goes to FIN-WAIT-2, B to CLOSE-WAIT and reads end of stream.
+    p.a.tcp_shutdown(c).unwrap();
+    p.run_for(Duration::from_millis(10));
+    assert_eq!(p.a.tcp_state(c).unwrap(), TcpState::FinWait2);
+    assert_eq!(p.b.tcp_state(s).unwrap(), TcpState::CloseWait);
+    assert_eq!(p.b.tcp_recv(s).unwrap_err(), Error::EndOfStream);
+    // Half-close: B can still send.
+    let late = p.b.device().pool().alloc_copy(b"late").unwrap();
+    assert_eq!(p.b.tcp_send(s, &late).unwrap(), 4);
+    p.run_for(Duration::from_millis(10));
+    assert_eq!(&p.a.tcp_recv(c).unwrap().unwrap()[..], b"late");
+    p.b.tcp_close(s).unwrap();
+    p.run_for(Duration::from_millis(10));
+    assert_eq!(p.a.tcp_state(c).unwrap(), TcpState::TimeWait);
+    assert_eq!(p.a.tcp_recv(c).unwrap_err(), Error::EndOfStream);
+    assert_eq!(
+        p.b.socket_count(),
+        1,
+        "B's connection is gone; the listener stays"
+    );
+    p.run_for(Duration::from_secs(61));
+    assert_eq!(p.a.tcp_state(c).unwrap(), TcpState::Closed);
+    p.a.tcp_close(c).unwrap();
+    assert_eq!(p.a.socket_count(), 0);
+    assert_eq!(p.a.stats().tcp_retransmits, 0);
+    assert_eq!(p.b.stats().tcp_retransmits, 0);
+}
+
+#[test]
+fn connecting_to_a_closed_port_is_refused() {
+    let mut p = Pair::simple(SimConfig::default());
+    let c = p.a.tcp_connect(Some(5000), addr(IP_B, 81)).unwrap();
+    p.run_for(Duration::from_millis(10));
+    assert_eq!(p.a.tcp_state(c).unwrap(), TcpState::Closed);
+    assert_eq!(p.a.tcp_error(c).unwrap(), Some(Error::ConnectionRefused));
+    assert_eq!(p.a.tcp_recv(c).unwrap_err(), Error::ConnectionRefused);
+    assert_eq!(p.b.stats().tcp_no_socket, 1);
+    assert_eq!(p.a.stats().tcp_connections_refused, 1);
+}
+
+#[test]
+fn connect_times_out_after_syn_retries_when_nothing_answers() {
+    let mut p = Pair::simple(SimConfig::default());
+    p.wire.partition();
+    let c = p.a.tcp_connect(None, addr(IP_B, 80)).unwrap();
+    let mut cfg_retries = 0;
+    p.run_until(Duration::from_secs(600), |p| {
+        cfg_retries = p.a.stats().tcp_rto_expired;
+        p.a.tcp_state(c).unwrap() == TcpState::Closed
+    });
+    assert_eq!(p.a.tcp_error(c).unwrap(), Some(Error::TimedOut));
+    assert_eq!(p.a.stats().tcp_connections_timed_out, 1);
+    assert_eq!(cfg_retries, p.a.tcp_config().syn_retries as u64);
+}
+
+#[test]
+fn wakers_fire_on_connect_accept_and_data() {
+    let mut p = Pair::simple(SimConfig::default());
+    let counter = Arc::new(Counter(AtomicUsize::new(0)));
+    let waker = Waker::from(counter.clone());
+    let l = p.b.tcp_listen(addr(IP_B, 80), 8).unwrap();
+    p.b.register_waker(l, Interest::Acceptable, &waker).unwrap();
+    let c = p.a.tcp_connect(None, addr(IP_B, 80)).unwrap();
+    p.a.register_waker(c, Interest::Connected, &waker).unwrap();
+    assert_eq!(counter.0.load(Ordering::SeqCst), 0);
+    p.run_for(Duration::from_millis(5));
+    assert_eq!(
+        counter.0.load(Ordering::SeqCst),
+        2,
+        "connected and acceptable"
+    );
+    let (s, _) = p.b.tcp_accept(l).unwrap().unwrap();
+    p.b.register_waker(s, Interest::Readable, &waker).unwrap();
+    assert_eq!(counter.0.load(Ordering::SeqCst), 2);
+    let m = buf(&p, b"x");
+    p.a.tcp_send(c, &m).unwrap();
+    p.run_for(Duration::from_millis(5));
+    assert_eq!(counter.0.load(Ordering::SeqCst), 3, "readable");
+    // Registering while ready wakes at once.
+    p.b.register_waker(s, Interest::Readable, &waker).unwrap();
+    assert_eq!(counter.0.load(Ordering::SeqCst), 4);
+}
+
+#[test]
+fn udp_datagrams_and_arp_resolution() {
+    let mut p = Pair::simple(SimConfig::default());
+    let ua = p.a.udp_bind(addr(IP_A, 1000)).unwrap();
+    let ub = p.b.udp_bind(addr(IP_B, 2000)).unwrap();
+    assert_eq!(p.a.udp_send_to(ua, addr(IP_B, 2000), b"ping").unwrap(), 4);
+    p.run_for(Duration::from_millis(5));
+    let (d, from) = p.b.udp_recv_from(ub).unwrap().unwrap();
+    assert_eq!(&d[..], b"ping");
+    assert_eq!(from, addr(IP_A, 1000));
+    assert_eq!(p.a.stats().arp_requests_sent, 1);
+    assert_eq!(p.b.stats().arp_replies_sent, 1);
+    p.b.udp_send_to(ub, from, b"pong").unwrap();
+    p.run_for(Duration::from_millis(5));
+    let (d, _) = p.a.udp_recv_from(ua).unwrap().unwrap();
+    assert_eq!(&d[..], b"pong");
+    assert_eq!(
+        p.b.stats().arp_requests_sent,
+        0,
+        "B learned A from A's request"
+    );
+    assert_eq!(
+        p.a.udp_send_to(ua, addr(IP_B, 2000), &[0; 1473]),
+        Err(Error::MessageTooLong)
+    );
+    assert_eq!(p.a.udp_bind(addr(IP_A, 1000)), Err(Error::AddressInUse));
+    assert_eq!(p.a.udp_send_to(ua, addr(IP_B, 2001), b"x").unwrap(), 1);
+    p.run_for(Duration::from_millis(5));
+    assert_eq!(p.b.stats().udp_no_socket, 1);
+}
+
+#[test]
+fn bulk_transfer_checks_every_byte() {
+    let mut p = Pair::simple(SimConfig {
+        delay: Duration::from_micros(50),
+        bandwidth_bps: Some(10_000_000_000),
+        ..SimConfig::default()
+    });
+    let l = p.b.tcp_listen(addr(IP_B, 80), 8).unwrap();
+    let c = p.a.tcp_connect(None, addr(IP_B, 80)).unwrap();
+    p.run_for(Duration::from_millis(2));
+    let (s, _) = p.b.tcp_accept(l).unwrap().unwrap();
+    let total = 4 << 20;
+    let data: Vec<u8> = (0..total).map(|i| (i * 31 + i / 977) as u8).collect();
+    let mut sent = 0;
+    let mut got = Vec::with_capacity(total);
+    let chunk = 1500;
+    p.run_until(Duration::from_secs(30), |p| {
+        while sent < total {
+            let end = (sent + chunk).min(total);
+            let b = p.a.device().pool().alloc_copy(&data[sent..end]);
+            let Some(b) = b else { break };
+            match p.a.tcp_send(c, &b) {
+                Ok(n) => sent += n,
+                Err(Error::WouldBlock) => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        while let Ok(Some(b)) = p.b.tcp_recv(s) {
+            got.extend_from_slice(&b);
+        }
+        got.len() == total
+    });
+    assert_eq!(got.len(), total);
+    assert!(got == data, "the stream differs");
+}
+
+#[test]
+fn arp_retries_then_gives_up_and_counts_the_drops() {
+    let mut p = Pair::simple(SimConfig::default());
+    let u = p.a.udp_bind(addr(IP_A, 1000)).unwrap();
+    let nobody = bypass_wire::Ipv4Address::new(10, 0, 0, 99);
+    p.a.udp_send_to(u, addr(nobody, 9), b"one").unwrap();
+    p.a.udp_send_to(u, addr(nobody, 9), b"two").unwrap();
+    p.run_for(Duration::from_secs(10));
+    let cfg = bypass_inet::ArpConfig::default();
+    assert_eq!(p.a.stats().arp_requests_sent, cfg.max_requests as u64);
+    assert_eq!(p.a.stats().arp_unresolved_drops, 2);
+    assert_eq!(
+        p.b.stats().arp_not_for_us,
+        cfg.max_requests as u64,
+        "B hears but does not answer"
+    );
+    // The next datagram starts a new resolution.
+    p.a.udp_send_to(u, addr(nobody, 9), b"three").unwrap();
+    p.run_for(Duration::from_millis(1));
+    assert_eq!(p.a.stats().arp_requests_sent, cfg.max_requests as u64 + 1);
+}
+
+#[test]
+fn arp_entries_expire_and_static_entries_never_ask() {
+    let mut ca = config(IP_A, 1);
+    ca.arp.ttl = Duration::from_secs(5);
+    let mut cb = config(IP_B, 1);
+    cb.static_arp = vec![(IP_A, bypass_wire::EthernetAddress(MAC_A))];
+    let mut p = Pair::new(SimConfig::default(), ca, cb);
+    let ua = p.a.udp_bind(addr(IP_A, 1000)).unwrap();
+    let ub = p.b.udp_bind(addr(IP_B, 2000)).unwrap();
+    p.b.udp_send_to(ub, addr(IP_A, 1000), b"static").unwrap();
+    p.run_for(Duration::from_millis(1));
+    assert_eq!(&p.a.udp_recv_from(ua).unwrap().unwrap().0[..], b"static");
+    assert_eq!(p.b.stats().arp_requests_sent, 0);
+    p.a.udp_send_to(ua, addr(IP_B, 2000), b"x").unwrap();
+    p.run_for(Duration::from_millis(1));
+    assert_eq!(p.a.stats().arp_requests_sent, 1);
+    p.a.udp_send_to(ua, addr(IP_B, 2000), b"y").unwrap();
+    p.run_for(Duration::from_millis(1));
+    assert_eq!(p.a.stats().arp_requests_sent, 1, "cached");
+    p.run_for(Duration::from_secs(6));
+    p.a.udp_send_to(ua, addr(IP_B, 2000), b"z").unwrap();
+    p.run_for(Duration::from_millis(1));
+    assert_eq!(p.a.stats().arp_requests_sent, 2, "expired after the TTL");
+    let mut got = Vec::new();
+    while let Some((d, _)) = p.b.udp_recv_from(ub).unwrap() {
+        got.push(d.to_vec());
+    }
+    assert_eq!(got, vec![b"x".to_vec(), b"y".to_vec(), b"z".to_vec()]);
+}
+
+#[test]
+fn off_subnet_traffic_goes_to_the_gateway_or_is_unreachable() {
+    let outside = std::net::SocketAddrV4::new(std::net::Ipv4Addr::new(192, 0, 2, 7), 53);
+    let mut p = Pair::simple(SimConfig::default());
+    let u = p.a.udp_bind(addr(IP_A, 1000)).unwrap();
+    assert_eq!(p.a.udp_send_to(u, outside, b"q"), Err(Error::Unreachable));
+    assert_eq!(
+        p.a.tcp_connect(None, outside).unwrap_err(),
+        Error::Unreachable
+    );
+
+    let mut ca = config(IP_A, 2);
+    ca.gateway = Some(IP_B);
+    let mut p = Pair::new(SimConfig::default(), ca, config(IP_B, 2));
+    let u = p.a.udp_bind(addr(IP_A, 1000)).unwrap();
+    p.a.udp_send_to(u, outside, b"q").unwrap();
+    p.run_for(Duration::from_millis(1));
+    // A resolved the gateway (B) and sent it the datagram; B is not 192.0.2.7 and drops it.
+    assert_eq!(p.a.stats().arp_requests_sent, 1);
+    assert_eq!(p.b.stats().arp_replies_sent, 1);
+    assert_eq!(p.b.stats().ipv4_not_for_us, 1);
+}
+
+#[test]
+fn socket_calls_reject_bad_arguments_with_errors() {
+    let mut p = Pair::simple(SimConfig::default());
+    let l = p.b.tcp_listen(addr(IP_B, 80), 4).unwrap();
+    assert_eq!(
+        p.b.tcp_listen(addr(IP_B, 80), 4).unwrap_err(),
+        Error::AddressInUse
+    );
+    assert_eq!(
+        p.b.tcp_listen(addr(IP_A, 81), 4).unwrap_err(),
+        Error::InvalidArgument
+    );
+    assert_eq!(
+        p.b.tcp_listen(addr(IP_B, 0), 4).unwrap_err(),
+        Error::InvalidArgument
+    );
+    let m = p.b.device().pool().alloc_copy(b"x").unwrap();
+    assert_eq!(p.b.tcp_send(l, &m).unwrap_err(), Error::WrongSocketKind);
+    let u = p.b.udp_bind(addr(IP_B, 5000)).unwrap();
+    assert_eq!(p.b.tcp_recv(u).unwrap_err(), Error::WrongSocketKind);
+    assert_eq!(p.b.tcp_accept(u).unwrap_err(), Error::WrongSocketKind);
+    p.b.udp_close(u).unwrap();
+    assert_eq!(
+        p.b.udp_recv_from(u).unwrap_err(),
+        Error::InvalidHandle,
+        "stale handle"
+    );
+    let bcast = addr(bypass_wire::Ipv4Address::new(10, 0, 0, 255), 80);
+    assert_eq!(
+        p.a.tcp_connect(None, bcast).unwrap_err(),
+        Error::InvalidArgument
+    );
+    assert_eq!(
+        p.a.tcp_connect(None, addr(IP_A, 80)).unwrap_err(),
+        Error::InvalidArgument
+    );
+    let c = p.a.tcp_connect(Some(7000), addr(IP_B, 80)).unwrap();
+    assert_eq!(
+        p.a.tcp_connect(Some(7000), addr(IP_B, 80)).unwrap_err(),
+        Error::AddressInUse
+    );
+    // Sending before the handshake completes is queued.
+    let early = p.a.device().pool().alloc_copy(b"early").unwrap();
+    assert_eq!(p.a.tcp_send(c, &early).unwrap(), 5);
+    p.run_for(Duration::from_millis(5));
+    let (s, _) = p.b.tcp_accept(l).unwrap().unwrap();
+    assert_eq!(&p.b.tcp_recv(s).unwrap().unwrap()[..], b"early");
+    p.a.tcp_abort(c).unwrap();
+    assert_eq!(p.a.tcp_state(c).unwrap_err(), Error::InvalidHandle);
+    p.run_for(Duration::from_millis(5));
+    assert_eq!(p.b.tcp_recv(s).unwrap_err(), Error::ConnectionReset);
+    assert!(Error::ConnectionReset.to_string().contains("reset"));
+}
+
+#[test]
+fn socket_and_queue_limits_hold() {
+    let mut ca = config(IP_A, 3);
+    ca.max_sockets = 2;
+    let mut cb = config(IP_B, 3);
+    cb.udp_queue = 3;
+    let mut p = Pair::new(SimConfig::default(), ca, cb);
+    let a1 = p.a.udp_bind(addr(IP_A, 1)).unwrap();
+    let _a2 = p.a.udp_bind(addr(IP_A, 2)).unwrap();
+    assert_eq!(
+        p.a.udp_bind(addr(IP_A, 3)).unwrap_err(),
+        Error::TooManySockets
+    );
+    assert_eq!(
+        p.a.tcp_connect(None, addr(IP_B, 80)).unwrap_err(),
+        Error::TooManySockets
+    );
+    let ub = p.b.udp_bind(addr(IP_B, 9)).unwrap();
+    for i in 0..5u8 {
+        p.a.udp_send_to(a1, addr(IP_B, 9), &[i]).unwrap();
+    }
+    p.run_for(Duration::from_millis(5));
+    let mut got = Vec::new();
+    while let Some((d, _)) = p.b.udp_recv_from(ub).unwrap() {
+        got.push(d[0]);
+    }
+    assert_eq!(got, vec![0, 1, 2]);
+    assert_eq!(p.b.stats().udp_queue_full, 2);
+    // Closing frees the slot.
+    p.a.udp_close(a1).unwrap();
+    assert!(p.a.udp_bind(addr(IP_A, 3)).is_ok());
+}
+
+/// A device whose transmit ring never has room.
+struct Stuck(bypass_devices::sim::SimPort);
+
+impl Device for Stuck {
+    fn rx_burst(&mut self, frames: &mut Vec<Buffer>, max: usize) -> usize {
+        self.0.rx_burst(frames, max)
+    }
+    fn tx_burst(&mut self, _frames: &mut Vec<Buffer>) -> usize {
+        0
+    }
+    fn pool(&self) -> &bypass_runtime::BufferPool {
+        self.0.pool()
+    }
+    fn mac(&self) -> [u8; 6] {
+        self.0.mac()
+    }
+    fn caps(&self) -> bypass_devices::DeviceCaps {
+        self.0.caps()
+    }
+    fn stats(&self) -> bypass_devices::DeviceStats {
+        self.0.stats()
+    }
+}
+
+#[test]
+fn a_full_transmit_ring_keeps_frames_up_to_the_queue_limit() {
+    let clock = bypass_runtime::Clock::virtual_at(bypass_runtime::Instant::ZERO);
+    let wire = bypass_devices::sim::SimWire::new(clock.clone(), SimConfig::default()).unwrap();
+    let mut cfg = config(IP_A, 4);
+    cfg.tx_queue = 4;
+    cfg.static_arp = vec![(IP_B, bypass_wire::EthernetAddress(MAC_B))];
+    let mut stack = bypass_inet::Stack::new(Stuck(wire.port(MAC_A).unwrap()), cfg);
+    let u = stack.udp_bind(addr(IP_A, 1)).unwrap();
+    for _ in 0..6 {
+        stack.udp_send_to(u, addr(IP_B, 9), b"x").unwrap();
+    }
+    stack.poll(clock.now());
+    assert_eq!(stack.stats().tx_frames, 4);
+    assert_eq!(stack.stats().tx_queue_full, 2);
+    assert_eq!(
+        stack.poll_at(),
+        Some(bypass_runtime::Instant::ZERO),
+        "frames wait to go"
+    );
+}

@@ -1,0 +1,234 @@
+//! The append-only file: acknowledged writes survive a restart; a torn tail is cut cleanly.
+
+mod common;
+
+use std::io::Write;
+
+use bypass_kv::{AofFormat, AofOptions, FsyncPolicy, Stats};
+use common::{read_exact_len, req, roundtrip, TempDir, TestServer};
+
+const FORMATS: [AofFormat; 2] = [AofFormat::Log, AofFormat::Resp];
+
+fn aof(dir: &TempDir, fsync: FsyncPolicy, format: AofFormat) -> Option<AofOptions> {
+    Some(AofOptions {
+        path: dir.path("appendonly.aof"),
+        fsync,
+        format,
+    })
+}
+
+/// Writes `n` keys `k{i}` = `value-{i}` through one pipelined burst; returns once every write
+/// is acknowledged.
+fn write_keys(s: &TestServer, range: std::ops::Range<usize>) {
+    let mut c = s.connect();
+    let mut burst = Vec::new();
+    for i in range.clone() {
+        burst.extend(req(&[
+            b"SET",
+            format!("k{i}").as_bytes(),
+            format!("value-{i}").as_bytes(),
+        ]));
+    }
+    c.write_all(&burst).unwrap();
+    assert_eq!(
+        read_exact_len(&mut c, 5 * range.len()),
+        b"+OK\r\n".repeat(range.len())
+    );
+}
+
+fn check_keys(s: &TestServer, range: std::ops::Range<usize>) {
+    let mut c = s.connect();
+    for i in range {
+        let v = format!("value-{i}");
+        roundtrip(
+            &mut c,
+            &req(&[b"GET", format!("k{i}").as_bytes()]),
+            format!("${}\r\n{v}\r\n", v.len()).as_bytes(),
+        );
+    }
+}
+
+#[test]
+fn every_acknowledged_write_survives_a_restart_under_each_policy() {
+    for (policy, format) in [FsyncPolicy::Always, FsyncPolicy::EverySec, FsyncPolicy::No]
+        .into_iter()
+        .flat_map(|p| FORMATS.map(|f| (p, f)))
+    {
+        let dir = TempDir::new("restart");
+        let s = TestServer::start(aof(&dir, policy, format));
+        write_keys(&s, 0..300);
+        if policy == FsyncPolicy::Always {
+            // Group commit: one pipelined burst of 300 writes takes a few syncs, not 300.
+            let syncs = Stats::get(&s.stats.aof_syncs);
+            assert!((1..100).contains(&syncs), "{format:?}: {syncs} syncs");
+            assert_eq!(Stats::get(&s.stats.aof_appends), syncs);
+        }
+        let mut c = s.connect();
+        // Every kind of write, with the state each leaves.
+        let script: &[(&[&[u8]], &[u8])] = &[
+            (&[b"INCRBY", b"n", b"40"], b":40\r\n"),
+            (&[b"INCR", b"n"], b":41\r\n"),
+            (&[b"DECR", b"n"], b":40\r\n"),
+            (&[b"DECRBY", b"n", b"-2"], b":42\r\n"),
+            (&[b"MSET", b"m1", b"a", b"m2", b"b"], b"+OK\r\n"),
+            (&[b"DEL", b"m2", b"k0"], b":2\r\n"),
+            (&[b"SET", b"ttl", b"x", b"EX", b"1000"], b"+OK\r\n"),
+            (&[b"SET", b"gone", b"x", b"PX", b"1"], b"+OK\r\n"),
+            (&[b"EXPIRE", b"k1", b"2000"], b":1\r\n"),
+            (&[b"SET", b"k2", b"nx", b"NX"], b"$-1\r\n"),
+        ];
+        for (args, reply) in script {
+            roundtrip(&mut c, &req(args), reply);
+        }
+        let summary = s.stop();
+        assert!(summary.replay.as_ref().unwrap().commands == 0);
+
+        let s = TestServer::start(aof(&dir, policy, format));
+        check_keys(&s, 1..300);
+        let mut c = s.connect();
+        roundtrip(&mut c, &req(&[b"GET", b"n"]), b"$2\r\n42\r\n");
+        roundtrip(
+            &mut c,
+            &req(&[b"MGET", b"m1", b"m2", b"k0", b"gone"]),
+            b"*4\r\n$1\r\na\r\n$-1\r\n$-1\r\n$-1\r\n",
+        );
+        roundtrip(&mut c, &req(&[b"TTL", b"ttl"]), b":1000\r\n");
+        roundtrip(&mut c, &req(&[b"TTL", b"k1"]), b":2000\r\n");
+        roundtrip(&mut c, &req(&[b"GET", b"k2"]), b"$7\r\nvalue-2\r\n");
+        roundtrip(&mut c, &req(&[b"DBSIZE"]), b":302\r\n");
+        let summary = s.stop();
+        let replay = summary.replay.unwrap();
+        // 300 SETs, 4 counter writes, MSET, 2 DELs, 3 timed writes.
+        assert_eq!(replay.commands, 310, "{policy} {format:?}: {replay:?}");
+        assert_eq!(replay.discarded, 0);
+        assert_eq!(replay.stop, None);
+    }
+}
+
+/// Writes keys one request at a time, so each is its own batch (one record of the log).
+fn write_keys_one_by_one(s: &TestServer, range: std::ops::Range<usize>) {
+    let mut c = s.connect();
+    for i in range {
+        roundtrip(
+            &mut c,
+            &req(&[
+                b"SET",
+                format!("k{i}").as_bytes(),
+                format!("value-{i}").as_bytes(),
+            ]),
+            b"+OK\r\n",
+        );
+    }
+}
+
+#[test]
+fn a_torn_tail_is_cut_and_replay_stops_cleanly_before_it() {
+    for format in FORMATS {
+        let dir = TempDir::new("torn");
+        let path = dir.path("appendonly.aof");
+        let s = TestServer::start(aof(&dir, FsyncPolicy::Always, format));
+        write_keys_one_by_one(&s, 0..100);
+        s.stop();
+        let full = std::fs::read(&path).unwrap();
+        let last = req(&[b"SET", b"k99", b"value-99"]);
+        // The last record ends with the last request in both formats (the log's record header
+        // comes before its payload).
+        assert!(
+            full.ends_with(&last),
+            "{format:?}: the file ends with the last request"
+        );
+        let last_record = match format {
+            AofFormat::Resp => last.len(),
+            AofFormat::Log => last.len() + bypass_storage_header(),
+        };
+        // Tear the last record: drop its final 5 bytes (inside "value-99\r\n").
+        std::fs::write(&path, &full[..full.len() - 5]).unwrap();
+
+        let s = TestServer::start(aof(&dir, FsyncPolicy::Always, format));
+        check_keys(&s, 0..99);
+        let mut c = s.connect();
+        roundtrip(&mut c, &req(&[b"EXISTS", b"k99"]), b":0\r\n");
+        let replay = s.stop().replay.unwrap();
+        assert_eq!(replay.commands, 99, "{format:?}");
+        assert_eq!(replay.discarded, last_record as u64 - 5, "{format:?}");
+        assert!(replay.stop.is_some(), "{format:?}: {replay:?}");
+        let good = full[..full.len() - last_record].to_vec();
+        assert!(
+            std::fs::read(&path).unwrap() == good,
+            "{format:?}: cut at the last good record"
+        );
+
+        // New writes go right after the cut and survive the next restart with the old ones.
+        let s = TestServer::start(aof(&dir, FsyncPolicy::Always, format));
+        let mut c = s.connect();
+        roundtrip(&mut c, &req(&[b"SET", b"after", b"cut"]), b"+OK\r\n");
+        s.stop();
+        let s = TestServer::start(aof(&dir, FsyncPolicy::Always, format));
+        check_keys(&s, 0..99);
+        let mut c = s.connect();
+        roundtrip(&mut c, &req(&[b"GET", b"after"]), b"$3\r\ncut\r\n");
+        let replay = s.stop().replay.unwrap();
+        assert_eq!(
+            (replay.commands, replay.discarded, replay.stop),
+            (100, 0, None)
+        );
+        let expected = std::fs::read(&path).unwrap();
+        assert!(expected.starts_with(&good));
+
+        // Garbage behind the good records stops replay there too, and is cut off.
+        let mut bad = expected.clone();
+        bad.extend_from_slice(b"*1\r\n$x\r\n");
+        bad.extend(req(&[b"SET", b"behind", b"garbage"]));
+        std::fs::write(&path, &bad).unwrap();
+        let s = TestServer::start(aof(&dir, FsyncPolicy::Always, format));
+        let mut c = s.connect();
+        roundtrip(
+            &mut c,
+            &req(&[b"MGET", b"after", b"behind"]),
+            b"*2\r\n$3\r\ncut\r\n$-1\r\n",
+        );
+        let replay = s.stop().replay.unwrap();
+        assert_eq!(replay.commands, 100, "{format:?}");
+        assert!(replay.stop.is_some(), "{format:?}: {replay:?}");
+        assert!(
+            std::fs::read(&path).unwrap() == expected,
+            "{format:?}: garbage cut off"
+        );
+    }
+}
+
+/// Bytes of a storage-log record header (magic, length, sequence number, checksum).
+fn bypass_storage_header() -> usize {
+    20
+}
+
+#[test]
+fn a_log_that_cannot_be_opened_is_a_clear_error() {
+    let dir = TempDir::new("bad-path");
+    for format in FORMATS {
+        let e = TestServer::try_start(
+            Some(AofOptions {
+                path: dir.path("no/such/dir/appendonly.aof"),
+                fsync: FsyncPolicy::Always,
+                format,
+            }),
+            Default::default(),
+        )
+        .err()
+        .expect("opening fails");
+        assert_eq!(e.kind(), bypass::ErrorKind::NotFound, "{format:?}: {e}");
+        assert!(e.message().contains("no/such/dir/appendonly.aof"), "{e}");
+    }
+    let e = "sometimes".parse::<FsyncPolicy>().unwrap_err();
+    assert!(e.message().contains("always, everysec, no"), "{e}");
+    assert_eq!(
+        "everysec".parse::<FsyncPolicy>().unwrap(),
+        FsyncPolicy::EverySec
+    );
+    assert_eq!("resp".parse::<AofFormat>().unwrap(), AofFormat::Resp);
+    assert!("xml"
+        .parse::<AofFormat>()
+        .unwrap_err()
+        .message()
+        .contains("log or resp"));
+}

@@ -1,0 +1,88 @@
+//! Lock-free shared-memory message queues between processes, with no kernel on the data path.
+//!
+//! A [`Channel`] joins two processes (or two threads) through one shared region. One side
+//! [`Channel::create`]s it under a name, the other [`Channel::open`]s it; then each side sends
+//! [`Sga`](bypass_runtime::Sga) messages with [`Channel::try_send`] (or [`Channel::stage`] +
+//! [`Channel::flush`] for a batch) and receives them with [`Channel::try_recv`] /
+//! [`Channel::recv`].
+//!
+//! # The region
+//!
+//! The region is a POSIX shared-memory object `/dev/shm/bypass-shm.NAME` of mode 0600 (only the
+//! same user can open it). It holds a header (magic, version, geometry, each side's pid and
+//! state), two single-producer/single-consumer descriptor rings (one per direction), two
+//! return rings, and a buffer arena split in two halves, one per side (see [`layout`]).
+//!
+//! Each half is wrapped as a [`BufferPool`](bypass_runtime::BufferPool): buffers from
+//! [`Channel::alloc`] live in the sender's half, a descriptor `(chunk, start, len, flags)`
+//! names them, and the receiver gets a [`Buffer`](bypass_runtime::Buffer) on the very same
+//! bytes: no copy. When the receiver drops its last handle on a chunk, the chunk goes home
+//! through the return ring and the sender's pool can hand it out again. A message of several
+//! segments is several descriptors with a "more follows" flag, published in one store of the
+//! ring's tail: the receiver gets it whole or not at all.
+//!
+//! The name exists only until the peer attaches: the opener unlinks it at once, so after a
+//! crash nothing is left in `/dev/shm` and the name can be created again. A region left by a
+//! creator that died before any peer came is detected (its pid no longer runs) and replaced by
+//! the next [`Channel::create`] of the name, or removed by a [`Channel::open`] of it.
+//!
+//! # Waiting and liveness
+//!
+//! Receiving busy-polls by default ([`WaitMode::Spin`]). [`WaitMode::Block`] polls a while,
+//! then sleeps on a futex on the ring's tail word, which the sender wakes only when the
+//! receiver has announced that it sleeps (a flag on its own cache line): an idle process burns
+//! no core, and a busy sender pays no system call.
+//!
+//! Each side watches the other through a pidfd, opened from the pid the peer wrote in the
+//! header. A pidfd names one process exactly (no confusion with a later process of the same
+//! pid, unlike `kill(pid, 0)`), and checking it is one non-blocking `poll`, done at most once
+//! per millisecond while idle; a sleeping receiver wakes at least every 5 ms to check. So a
+//! pending receive fails with [`ErrorKind::PeerGone`] within a few milliseconds of the peer's
+//! death, after every message the peer had published has been received. A heartbeat would
+//! cost the peer periodic stores and still need a timeout to decide; a robust futex only
+//! covers a peer holding a lock, which this lock-free protocol never does.
+//!
+//! # A hostile peer
+//!
+//! Every value read from shared memory is checked before use: ring indices against what the
+//! protocol allows, descriptors against the geometry read once at open (a chunk index, a range
+//! inside one chunk, a chunk not already held, known flags), returned chunks against the set in
+//! flight, the peer's state word against the known states. Loops over shared data are bounded
+//! by the ring size. A violation fails the channel with [`ErrorKind::Corrupt`]. Garbage in the
+//! arena can only change the bytes of messages, never where this side reads or writes. What
+//! a peer of the same user can still do is make the object shorter with `ftruncate`, which
+//! makes this side's next access to the lost pages fault (SIGBUS): such a peer could as well
+//! `ptrace` it.
+//!
+//! # Unsafe code
+//!
+//! Only the `region` module (the mapping and raw access to shared words) has `unsafe`.
+//!
+//! # Model checking
+//!
+//! The ring is written against atomics that `--cfg loom` swaps for loom's:
+//! `RUSTFLAGS="--cfg loom" cargo test -p bypass-shm --release --test loom`.
+
+#[cfg(not(loom))]
+pub mod bench;
+#[cfg(not(loom))]
+mod channel;
+#[cfg(not(loom))]
+mod error;
+#[cfg(not(loom))]
+pub mod layout;
+#[cfg(not(loom))]
+mod os;
+#[cfg(not(loom))]
+mod region;
+pub mod ring;
+#[cfg(not(loom))]
+#[doc(hidden)]
+pub mod testing;
+
+#[cfg(not(loom))]
+pub use channel::{Channel, ChannelConfig, ChannelStats, TrySendError, WaitMode};
+#[cfg(not(loom))]
+pub use error::{Error, ErrorKind};
+#[cfg(not(loom))]
+pub use os::object_path;

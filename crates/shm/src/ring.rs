@@ -1,0 +1,450 @@
+//! A lock-free single-producer/single-consumer ring of fixed-size slots in shared memory.
+//!
+//! The ring is three shared words and an array of slots, each slot `slot_words` 32-bit words:
+//!
+//! - `tail`: slots the producer has *published* (free-running, wraps at 2^32);
+//! - `head`: slots the consumer has *released* back to the producer (free-running);
+//! - `waiting`: set by a consumer that is about to sleep on `tail` (see [`Consumer::prepare_wait`]).
+//!
+//! Each shared word sits on its own cache line so the two sides do not false-share. The
+//! producer *stages* slots locally and publishes them in one `tail` store per batch
+//! ([`Producer::publish`]); the consumer reads `tail` only when it has used up what it saw last
+//! time, and releases consumed slots in one `head` store.
+//!
+//! The peer on the other side of the ring is not trusted: every index read from shared memory is
+//! checked against what the protocol allows (`tail` never runs more than a ring ahead of `head`,
+//! and neither ever moves backwards). A violation is reported as [`RingError::Corrupt`] and the
+//! caller must stop using the ring. Slot contents are copied out with one load per word and
+//! validated by the caller, so values that change under the reader cannot hurt it.
+//!
+//! Memory ordering: slot words are written with relaxed stores before the producer's release
+//! store of `tail`; the consumer's acquire load of `tail` makes them visible. Symmetrically the
+//! consumer's release store of `head` orders its reads of the slots before the producer reuses
+//! them. The sleep handshake is a Dekker pair over `tail` and `waiting` with a sequentially
+//! consistent fence on each side, so a wake-up is never lost. Under `--cfg loom` the atomics are
+//! loom's, and `tests/loom.rs` model-checks these claims.
+
+#[cfg(loom)]
+use loom::sync::atomic::{fence, AtomicU32, Ordering};
+#[cfg(not(loom))]
+use std::sync::atomic::{fence, AtomicU32, Ordering};
+
+use std::fmt;
+
+/// The ring broke its protocol: the peer wrote an impossible index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RingError {
+    /// `what` held `value`, outside the range `[low, high]` the protocol allows (wrapping).
+    Corrupt {
+        what: &'static str,
+        value: u32,
+        low: u32,
+        high: u32,
+    },
+}
+
+impl fmt::Display for RingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RingError::Corrupt {
+                what,
+                value,
+                low,
+                high,
+            } => write!(
+                f,
+                "corrupt ring: {what} = {value}, outside {low}..={high}; the peer wrote garbage \
+                 into shared memory, so the channel must be closed"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for RingError {}
+
+/// The shared words of one ring, wherever they live (a mapped region, or plain memory in tests).
+#[derive(Clone, Copy)]
+pub struct RingShared<'a> {
+    pub tail: &'a AtomicU32,
+    pub head: &'a AtomicU32,
+    pub waiting: &'a AtomicU32,
+    /// `capacity * slot_words` words.
+    pub slots: &'a [AtomicU32],
+    /// Words per slot.
+    pub slot_words: usize,
+}
+
+impl<'a> RingShared<'a> {
+    /// Slots in the ring: a power of two.
+    pub fn capacity(&self) -> u32 {
+        let cap = self.slots.len() / self.slot_words;
+        debug_assert!(cap.is_power_of_two() && cap <= 1 << 30);
+        cap as u32
+    }
+
+    /// Slot `index` of a ring of `capacity` slots (passed in: the division in
+    /// [`RingShared::capacity`] is too slow for every access).
+    #[inline]
+    fn slot(&self, index: u32, capacity: u32) -> &'a [AtomicU32] {
+        let at = (index & (capacity - 1)) as usize * self.slot_words;
+        &self.slots[at..at + self.slot_words]
+    }
+}
+
+/// `value` lies in the wrapping range `low..=high`.
+fn within(value: u32, low: u32, high: u32) -> bool {
+    value.wrapping_sub(low) <= high.wrapping_sub(low)
+}
+
+/// The producing end of a ring. Only one may exist per ring.
+pub struct Producer<'a> {
+    ring: RingShared<'a>,
+    capacity: u32,
+    /// Next slot to stage into.
+    staged: u32,
+    /// What the last `publish` stored in `tail`.
+    published: u32,
+    /// The consumer's `head` as last read.
+    head: u32,
+}
+
+impl<'a> Producer<'a> {
+    /// Takes over the producing end. `tail` and `head` must be equal (a fresh or drained ring).
+    pub fn new(ring: RingShared<'a>) -> Result<Producer<'a>, RingError> {
+        let tail = ring.tail.load(Ordering::Acquire);
+        let head = ring.head.load(Ordering::Acquire);
+        if tail != head {
+            return Err(RingError::Corrupt {
+                what: "initial head",
+                value: head,
+                low: tail,
+                high: tail,
+            });
+        }
+        Ok(Producer {
+            capacity: ring.capacity(),
+            ring,
+            staged: tail,
+            published: tail,
+            head,
+        })
+    }
+
+    pub fn capacity(&self) -> u32 {
+        self.capacity
+    }
+
+    /// Slots free for staging, reading the consumer's `head` again if the cached value says
+    /// fewer than `want` are free.
+    pub fn free(&mut self, want: u32) -> Result<u32, RingError> {
+        let free = self.capacity - self.staged.wrapping_sub(self.head);
+        if free >= want {
+            return Ok(free);
+        }
+        let head = self.ring.head.load(Ordering::Acquire);
+        // The consumer can only release what was published, and never un-release.
+        if !within(head, self.head, self.published) {
+            return Err(RingError::Corrupt {
+                what: "head",
+                value: head,
+                low: self.head,
+                high: self.published,
+            });
+        }
+        self.head = head;
+        Ok(self.capacity - self.staged.wrapping_sub(self.head))
+    }
+
+    /// Stages one slot (not visible to the consumer until [`Producer::publish`]). Returns false
+    /// if the ring is full.
+    pub fn stage(&mut self, words: &[u32]) -> Result<bool, RingError> {
+        assert_eq!(words.len(), self.ring.slot_words, "slot size");
+        if self.free(1)? == 0 {
+            return Ok(false);
+        }
+        for (cell, &w) in self.ring.slot(self.staged, self.capacity).iter().zip(words) {
+            cell.store(w, Ordering::Relaxed);
+        }
+        self.staged = self.staged.wrapping_add(1);
+        Ok(true)
+    }
+
+    /// Staged slots not yet published.
+    pub fn unpublished(&self) -> u32 {
+        self.staged.wrapping_sub(self.published)
+    }
+
+    /// Forgets the slots staged since the last publish (a message that did not fit whole).
+    pub fn unstage(&mut self) {
+        self.staged = self.published;
+    }
+
+    /// Makes every staged slot visible to the consumer in one store. Returns whether the
+    /// consumer announced it is going to sleep, so the caller must wake it.
+    pub fn publish(&mut self) -> bool {
+        if self.staged == self.published {
+            return false;
+        }
+        self.ring.tail.store(self.staged, Ordering::Release);
+        self.published = self.staged;
+        // Pairs with the fence in `Consumer::prepare_wait`: either the consumer sees the new
+        // tail, or we see its waiting flag.
+        fence(Ordering::SeqCst);
+        self.ring.waiting.load(Ordering::Relaxed) != 0
+    }
+
+    /// Publishes like [`Producer::publish`], for a ring whose consumer never sleeps: no fence,
+    /// no look at the waiting flag.
+    pub fn publish_quiet(&mut self) {
+        if self.staged != self.published {
+            self.ring.tail.store(self.staged, Ordering::Release);
+            self.published = self.staged;
+        }
+    }
+
+    /// The shared word a sleeping consumer waits on (to wake it).
+    pub fn wake_word(&self) -> &'a AtomicU32 {
+        self.ring.tail
+    }
+}
+
+/// The consuming end of a ring. Only one may exist per ring.
+pub struct Consumer<'a> {
+    ring: RingShared<'a>,
+    capacity: u32,
+    /// Next slot to read.
+    next: u32,
+    /// What the last `release` stored in `head`.
+    released: u32,
+    /// The producer's `tail` as last read.
+    tail: u32,
+}
+
+impl<'a> Consumer<'a> {
+    /// Takes over the consuming end at the current `head`.
+    pub fn new(ring: RingShared<'a>) -> Consumer<'a> {
+        let head = ring.head.load(Ordering::Acquire);
+        Consumer {
+            capacity: ring.capacity(),
+            ring,
+            next: head,
+            released: head,
+            tail: head,
+        }
+    }
+
+    /// Published slots not yet read, reading the producer's `tail` again when the cached value
+    /// is used up.
+    pub fn available(&mut self) -> Result<u32, RingError> {
+        if self.next == self.tail {
+            self.refresh()?;
+        }
+        Ok(self.tail.wrapping_sub(self.next))
+    }
+
+    /// Reads the producer's `tail` now.
+    pub fn refresh(&mut self) -> Result<u32, RingError> {
+        // Touch the slot the next message will use *before* reading `tail`: the producer
+        // writes that slot, then `tail`, so in the poll that finds the new `tail` both cache
+        // lines are already on their way, and reading the slot right after costs no second
+        // miss. (The value loaded here is discarded: `peek` reads the slot again after the
+        // acquire load of `tail`.)
+        std::hint::black_box(self.ring.slot(self.next, self.capacity)[0].load(Ordering::Relaxed));
+        let tail = self.ring.tail.load(Ordering::Acquire);
+        // The producer can publish at most a ring ahead of what we released, and never
+        // un-publish what we saw.
+        let high = self.released.wrapping_add(self.capacity);
+        if !within(tail, self.tail, high) {
+            return Err(RingError::Corrupt {
+                what: "tail",
+                value: tail,
+                low: self.tail,
+                high,
+            });
+        }
+        self.tail = tail;
+        Ok(self.tail.wrapping_sub(self.next))
+    }
+
+    /// Copies out slot `next + i` (`i` below [`Consumer::available`]).
+    pub fn peek(&self, i: u32, out: &mut [u32]) {
+        assert!(
+            i < self.tail.wrapping_sub(self.next),
+            "peek past the published slots"
+        );
+        assert_eq!(out.len(), self.ring.slot_words, "slot size");
+        for (o, cell) in out
+            .iter_mut()
+            .zip(self.ring.slot(self.next.wrapping_add(i), self.capacity))
+        {
+            *o = cell.load(Ordering::Relaxed);
+        }
+    }
+
+    /// Marks `n` peeked slots as read (they go back to the producer at the next release).
+    pub fn consume(&mut self, n: u32) {
+        assert!(
+            n <= self.tail.wrapping_sub(self.next),
+            "consume past the published slots"
+        );
+        self.next = self.next.wrapping_add(n);
+    }
+
+    /// Slots consumed but not yet released.
+    pub fn unreleased(&self) -> u32 {
+        self.next.wrapping_sub(self.released)
+    }
+
+    /// Hands every consumed slot back to the producer in one store.
+    pub fn release(&mut self) {
+        if self.released != self.next {
+            self.ring.head.store(self.next, Ordering::Release);
+            self.released = self.next;
+        }
+    }
+
+    /// Announces that this consumer is about to sleep, then re-reads `tail`. Returns `Some(v)`
+    /// if the ring is still empty and the caller may sleep while `tail == v` (a futex wait on
+    /// [`Consumer::wake_word`]); `None` if slots arrived meanwhile. Call
+    /// [`Consumer::finish_wait`] after waking either way.
+    pub fn prepare_wait(&mut self) -> Result<Option<u32>, RingError> {
+        self.ring.waiting.store(1, Ordering::Relaxed);
+        // Pairs with the fence in `Producer::publish`.
+        fence(Ordering::SeqCst);
+        if self.refresh()? > 0 {
+            self.finish_wait();
+            return Ok(None);
+        }
+        Ok(Some(self.tail))
+    }
+
+    /// Clears the announcement of [`Consumer::prepare_wait`].
+    pub fn finish_wait(&mut self) {
+        self.ring.waiting.store(0, Ordering::Relaxed);
+    }
+
+    /// The shared word to sleep on.
+    pub fn wake_word(&self) -> &'a AtomicU32 {
+        self.ring.tail
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    struct Mem {
+        words: Vec<AtomicU32>,
+    }
+
+    impl Mem {
+        fn new(cap: usize, slot_words: usize) -> Mem {
+            Mem {
+                words: (0..3 + cap * slot_words)
+                    .map(|_| AtomicU32::new(0))
+                    .collect(),
+            }
+        }
+        fn ring(&self, slot_words: usize) -> RingShared<'_> {
+            RingShared {
+                tail: &self.words[0],
+                head: &self.words[1],
+                waiting: &self.words[2],
+                slots: &self.words[3..],
+                slot_words,
+            }
+        }
+    }
+
+    #[test]
+    fn slots_arrive_in_order_only_after_publish_across_wraparound() {
+        let mem = Mem::new(4, 2);
+        // Start near the wrap of the 32-bit indices.
+        mem.words[0].store(u32::MAX - 2, Ordering::Relaxed);
+        mem.words[1].store(u32::MAX - 2, Ordering::Relaxed);
+        let mut p = Producer::new(mem.ring(2)).unwrap();
+        let mut c = Consumer::new(mem.ring(2));
+        let mut out = [0u32; 2];
+        for round in 0..10u32 {
+            assert!(p.stage(&[round, 1]).unwrap());
+            assert!(p.stage(&[round, 2]).unwrap());
+            assert_eq!(c.available().unwrap(), 0, "staged slots are invisible");
+            assert!(!p.publish());
+            assert_eq!(c.available().unwrap(), 2);
+            c.peek(0, &mut out);
+            assert_eq!(out, [round, 1]);
+            c.peek(1, &mut out);
+            assert_eq!(out, [round, 2]);
+            c.consume(2);
+            c.release();
+        }
+    }
+
+    #[test]
+    fn a_full_ring_refuses_until_the_consumer_releases() {
+        let mem = Mem::new(2, 1);
+        let mut p = Producer::new(mem.ring(1)).unwrap();
+        let mut c = Consumer::new(mem.ring(1));
+        assert!(p.stage(&[1]).unwrap());
+        assert!(p.stage(&[2]).unwrap());
+        assert!(!p.stage(&[3]).unwrap());
+        p.publish();
+        assert_eq!(c.available().unwrap(), 2);
+        c.consume(1);
+        assert!(!p.stage(&[3]).unwrap(), "consumed but not released");
+        c.release();
+        assert!(p.stage(&[3]).unwrap());
+    }
+
+    #[test]
+    fn impossible_indices_are_reported_not_trusted() {
+        let mem = Mem::new(4, 1);
+        let mut c = Consumer::new(mem.ring(1));
+        mem.words[0].store(5, Ordering::Relaxed); // tail more than a ring ahead
+        assert!(matches!(
+            c.available(),
+            Err(RingError::Corrupt { what: "tail", .. })
+        ));
+
+        let mem = Mem::new(4, 1);
+        let mut p = Producer::new(mem.ring(1)).unwrap();
+        for i in 0..4 {
+            assert!(p.stage(&[i]).unwrap());
+        }
+        p.publish();
+        mem.words[1].store(9, Ordering::Relaxed); // head past what was published
+        assert!(matches!(
+            p.stage(&[0]),
+            Err(RingError::Corrupt { what: "head", .. })
+        ));
+    }
+
+    #[test]
+    fn unstage_drops_an_unpublished_batch() {
+        let mem = Mem::new(4, 1);
+        let mut p = Producer::new(mem.ring(1)).unwrap();
+        let mut c = Consumer::new(mem.ring(1));
+        assert!(p.stage(&[7]).unwrap());
+        p.unstage();
+        assert_eq!(p.unpublished(), 0);
+        p.publish();
+        assert_eq!(c.available().unwrap(), 0);
+    }
+
+    #[test]
+    fn a_waiting_consumer_is_reported_to_the_producer() {
+        let mem = Mem::new(2, 1);
+        let mut p = Producer::new(mem.ring(1)).unwrap();
+        let mut c = Consumer::new(mem.ring(1));
+        assert_eq!(c.prepare_wait().unwrap(), Some(0));
+        assert!(p.stage(&[1]).unwrap());
+        assert!(p.publish(), "the producer must wake the sleeper");
+        c.finish_wait();
+        assert_eq!(
+            c.prepare_wait().unwrap(),
+            None,
+            "data arrived: do not sleep"
+        );
+        assert_eq!(mem.words[2].load(Ordering::Relaxed), 0);
+    }
+}
