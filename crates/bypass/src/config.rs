@@ -199,7 +199,8 @@ impl Default for SimSection {
 pub struct TcpSection {
     /// Nagle's algorithm (off: lowest latency).
     pub nagle: bool,
-    /// Longest delay of an ACK in microseconds; 0 acknowledges every segment at once.
+    /// Longest delay of an ACK in microseconds; 0 acknowledges every segment at once. A short
+    /// delay lets a reply carry the ACK (the first segments are acknowledged at once anyway).
     pub delayed_ack_us: u64,
     /// Bytes queued for sending per connection.
     pub send_buffer: usize,
@@ -221,7 +222,7 @@ impl Default for TcpSection {
     fn default() -> Self {
         TcpSection {
             nagle: false,
-            delayed_ack_us: 0,
+            delayed_ack_us: 1000,
             send_buffer: 256 << 10,
             recv_buffer: 256 << 10,
             congestion: "cubic".into(),

@@ -77,7 +77,11 @@ fn serial() -> MutexGuard<'static, ()> {
 fn run(program: &str, args: &[&str], stdin: Option<&str>) -> io::Result<String> {
     let mut child = Command::new(program)
         .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -264,8 +268,12 @@ impl Net {
             let script = format!(
                 "table netdev {table} {{\n  chain c {{\n    type filter hook {hook} device {dev} priority 0;\n    {rule}\n  }}\n}}\n"
             );
-            run("ip", &["netns", "exec", ns, "nft", "-f", "-"], Some(&script))
-                .unwrap_or_else(|e| panic!("installing loss on {dev} in {ns}: {e} (needs nftables)"));
+            run(
+                "ip",
+                &["netns", "exec", ns, "nft", "-f", "-"],
+                Some(&script),
+            )
+            .unwrap_or_else(|e| panic!("installing loss on {dev} in {ns}: {e} (needs nftables)"));
         }
     }
 
@@ -370,14 +378,15 @@ fn connect_kernel(to: SocketAddrV4) -> TcpStream {
     s
 }
 
-
 /// Keeps the libOS running until `signal` fires; fails the test after [`WAIT`].
 fn wait_for_signal(libos: &mut LibOs, signal: &mpsc::Receiver<()>, what: &str) {
     let end = Instant::now() + WAIT;
     loop {
         match signal.try_recv() {
             Ok(()) => return,
-            Err(mpsc::TryRecvError::Disconnected) => panic!("waiting until {what}: the other side failed"),
+            Err(mpsc::TryRecvError::Disconnected) => {
+                panic!("waiting until {what}: the other side failed")
+            }
             Err(mpsc::TryRecvError::Empty) if Instant::now() < end => {
                 libos.poll().expect("the libOS polls")
             }
@@ -818,7 +827,11 @@ fn bulk_to_kernel(net: &Net, total: u64) {
         t0.elapsed()
     });
     let elapsed = join(bypass);
-    assert_eq!(join(kernel), total, "the kernel received other than was sent");
+    assert_eq!(
+        join(kernel),
+        total,
+        "the kernel received other than was sent"
+    );
     report("bypass -> kernel", net, total, elapsed);
 }
 
@@ -839,7 +852,9 @@ fn bulk_from_kernel(net: &Net, total: u64) {
         (got, elapsed)
     });
     let kernel = on_kernel(&net.ns_b, move || {
-        ready_rx.recv_timeout(WAIT).expect("the bypass side listens");
+        ready_rx
+            .recv_timeout(WAIT)
+            .expect("the bypass side listens");
         let mut s = connect_kernel(server);
         kernel_send_pattern(&mut s, total);
     });
@@ -859,7 +874,9 @@ fn bulk(net: &Net, total: u64) {
 const DATAGRAM_SIZES: [usize; 5] = [1, 100, 1000, 1460, 1472];
 
 fn datagram(i: usize, len: usize) -> Vec<u8> {
-    (0..len).map(|k| (i * 59 + k * 3 + (k >> 7)) as u8).collect()
+    (0..len)
+        .map(|k| (i * 59 + k * 3 + (k >> 7)) as u8)
+        .collect()
 }
 
 /// UDP echo with the bypass side serving, then with the kernel serving; `ping` of the stack's
@@ -880,8 +897,13 @@ fn udp_and_ping(net: &Net) {
             let QValue::Popped { sga, from } = wait(libos, qt, "UDP pop") else {
                 panic!("UDP pop failed")
             };
-            let qt = libos.pushto(s, sga, from.expect("a datagram has a source")).unwrap();
-            assert!(matches!(wait(libos, qt, "UDP pushto"), QValue::Pushed { .. }));
+            let qt = libos
+                .pushto(s, sga, from.expect("a datagram has a source"))
+                .unwrap();
+            assert!(matches!(
+                wait(libos, qt, "UDP pushto"),
+                QValue::Pushed { .. }
+            ));
         }
         // Client of the kernel's echo server. The last echo may still wait in the stack's
         // transmit queue: keep polling while waiting.
@@ -891,20 +913,28 @@ fn udp_and_ping(net: &Net) {
             let qt = libos
                 .pushto(s, libos.sga_from_slice(&data).unwrap(), kernel_addr)
                 .unwrap();
-            assert!(matches!(wait(libos, qt, "UDP pushto"), QValue::Pushed { .. }));
+            assert!(matches!(
+                wait(libos, qt, "UDP pushto"),
+                QValue::Pushed { .. }
+            ));
             let qt = libos.pop(s).unwrap();
             let QValue::Popped { sga, from } = wait(libos, qt, "UDP pop") else {
                 panic!("UDP pop failed")
             };
             assert_eq!(from, Some(kernel_addr));
-            assert!(sga.to_vec() == data, "a {len} B datagram came back different");
+            assert!(
+                sga.to_vec() == data,
+                "a {len} B datagram came back different"
+            );
         }
         // Stay up for the ping.
         drive_until(libos, &stop_rx, WAIT);
         libos.close(s).unwrap();
     });
     let kernel = on_kernel(&net.ns_b, move || {
-        ready_rx.recv_timeout(WAIT).expect("the bypass UDP socket is bound");
+        ready_rx
+            .recv_timeout(WAIT)
+            .expect("the bypass UDP socket is bound");
         let c = UdpSocket::bind(SocketAddrV4::new(*kernel_addr.ip(), 0)).unwrap();
         c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut buf = vec![0u8; 2048];
@@ -915,7 +945,10 @@ fn udp_and_ping(net: &Net) {
                 .recv_from(&mut buf)
                 .unwrap_or_else(|e| panic!("the {len} B datagram's echo: {e}"));
             assert_eq!(from, SocketAddr::V4(bypass_addr));
-            assert!(buf[..n] == data[..], "a {len} B datagram came back different");
+            assert!(
+                buf[..n] == data[..],
+                "a {len} B datagram came back different"
+            );
         }
         let srv = UdpSocket::bind(kernel_addr).unwrap();
         srv.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -932,7 +965,9 @@ fn udp_and_ping(net: &Net) {
     let ip = net.ip_a.to_string();
     let out = run(
         "ip",
-        &["netns", "exec", &net.ns_b, "ping", "-c", "3", "-W", "1", &ip],
+        &[
+            "netns", "exec", &net.ns_b, "ping", "-c", "3", "-W", "1", &ip,
+        ],
         None,
     );
     let _ = stop_tx.send(());
@@ -1006,7 +1041,11 @@ fn peer_goes_away(net: &Net) {
         while stop_rx.try_recv().is_err() {
             match s.read(&mut buf) {
                 Ok(_) => {}
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) => {}
                 Err(_) => break,
             }
         }
@@ -1032,7 +1071,11 @@ fn peer_goes_away(net: &Net) {
         let t0 = Instant::now();
         let e = bypass_send_pattern(libos, qd, 1 << 40).expect_err("the peer vanished");
         let vanish_after = t0.elapsed();
-        assert_eq!(e.kind(), ErrorKind::TimedOut, "after the peer vanished: {e}");
+        assert_eq!(
+            e.kind(),
+            ErrorKind::TimedOut,
+            "after the peer vanished: {e}"
+        );
         libos.close(qd).unwrap();
         (reset_after, vanish_after)
     });
@@ -1089,44 +1132,58 @@ macro_rules! datapath_tests {
 
             #[test]
             fn tcp_echo_bypass_server_kernel_clients_1_and_200_connections() {
-                let Some((_lock, net)) = net("tcp_echo_bypass_server") else { return };
+                let Some((_lock, net)) = net("tcp_echo_bypass_server") else {
+                    return;
+                };
                 echo_bypass_server(&net);
             }
 
             #[test]
             fn tcp_echo_kernel_server_bypass_clients_1_and_200_connections() {
-                let Some((_lock, net)) = net("tcp_echo_kernel_server") else { return };
+                let Some((_lock, net)) = net("tcp_echo_kernel_server") else {
+                    return;
+                };
                 echo_kernel_server(&net);
             }
 
             #[test]
             fn tcp_echo_kernel_server_answering_with_syn_cookies() {
-                let Some((_lock, net)) = net("tcp_echo_syn_cookies") else { return };
+                let Some((_lock, net)) = net("tcp_echo_syn_cookies") else {
+                    return;
+                };
                 echo_kernel_server_with_syn_cookies(&net);
             }
 
             #[test]
             fn bulk_transfer_each_direction() {
-                let Some((_lock, net)) = net("bulk_transfer_each_direction") else { return };
+                let Some((_lock, net)) = net("bulk_transfer_each_direction") else {
+                    return;
+                };
                 bulk(&net, bulk_size());
             }
 
             #[test]
             fn bulk_transfer_each_direction_with_2_percent_loss() {
-                let Some((_lock, net)) = net("bulk_transfer_with_loss") else { return };
+                let Some((_lock, net)) = net("bulk_transfer_with_loss") else {
+                    return;
+                };
                 net.add_loss(2);
                 bulk(&net, lossy_size());
             }
 
             #[test]
             fn udp_echo_both_ways_and_ping() {
-                let Some((_lock, net)) = net("udp_echo_both_ways_and_ping") else { return };
+                let Some((_lock, net)) = net("udp_echo_both_ways_and_ping") else {
+                    return;
+                };
                 udp_and_ping(&net);
             }
 
             #[test]
             fn peer_closing_resetting_or_vanishing_ends_the_connection_cleanly() {
-                let Some((_lock, net)) = net("peer_goes_away") else { return };
+                let Some((_lock, net)) = net("peer_goes_away") else {
+                    return;
+                };
                 peer_goes_away(&net);
             }
         }

@@ -137,12 +137,24 @@ fn closing_a_queue_cancels_its_pending_pop() {
     let qa = a.shm_create(&name).unwrap();
     let qt = a.pop(qa).unwrap();
     a.close(qa).unwrap();
+    // A queue opened in the closed one's place must not serve the old pop.
+    let name2 = unique("cancel2");
+    let qa2 = a.shm_create(&name2).unwrap();
+    let mut b = libos();
+    let qb = b.shm_open(&name2).unwrap();
+    let push = b
+        .push(qb, b.sga_from_slice(b"for the new queue").unwrap())
+        .unwrap();
+    b.wait(push, LONG).unwrap().ok().unwrap();
     let r = a.wait(qt, LONG).unwrap();
     assert_eq!(
         r.error().map(|e| e.kind()),
         Some(ErrorKind::Canceled),
         "{r:?}"
     );
+    let qt2 = a.pop(qa2).unwrap();
+    let got = a.wait(qt2, LONG).unwrap().into_sga().unwrap();
+    assert_eq!(got.to_vec(), b"for the new queue");
 }
 
 /// The peer process killed while a pop waits: the pop fails with `PeerGone`, promptly.

@@ -429,6 +429,7 @@ impl Channel {
 
     /// A new empty buffer of this side's arena, or `None` if every chunk is in use (in flight
     /// to the peer or held here).
+    #[inline]
     pub fn alloc(&mut self) -> Option<Buffer> {
         if self.pool.available() == 0 {
             let _ = self.reap_returns();
@@ -473,6 +474,7 @@ impl Channel {
     /// Segments that are unique buffers of [`Channel::pool`] are passed without a copy (the
     /// peer's `pop` returns these very bytes); any other segment is copied into this side's
     /// arena.
+    #[inline]
     pub fn stage(&mut self, mut sga: Sga) -> Result<(), TrySendError> {
         self.check_failed()?;
         if let Some(e) = &self.departed {
@@ -568,6 +570,7 @@ impl Channel {
     }
 
     /// Stages a descriptor of `buf` and keeps `buf` until the peer returns its chunk.
+    #[inline]
     fn stage_buffer(&mut self, buf: Buffer, more: bool) {
         let chunk = buf.chunk();
         let flags = if more { layout::FLAG_MORE } else { 0 };
@@ -577,12 +580,14 @@ impl Channel {
         *slot = Some(buf);
     }
 
+    #[inline]
     fn stage_descriptor(&mut self, desc: [u32; 4]) {
         let staged = self.tx.stage(&desc).expect("free slots were checked");
         assert!(staged, "free slots were checked");
     }
 
     /// Publishes every staged message, and wakes the peer if it sleeps.
+    #[inline]
     pub fn flush(&mut self) -> Result<(), Error> {
         self.check_failed()?;
         if self.tx.publish() {
@@ -596,6 +601,7 @@ impl Channel {
     }
 
     /// Sends one message now: [`Channel::stage`] then [`Channel::flush`].
+    #[inline]
     pub fn try_send(&mut self, sga: Sga) -> Result<(), TrySendError> {
         self.stage(sga)?;
         self.flush()?;
@@ -633,6 +639,7 @@ impl Channel {
     }
 
     /// Takes back the chunks the peer has finished with.
+    #[inline]
     fn reap_returns(&mut self) -> Result<(), Error> {
         let n = self.ret_rx.available().map_err(|e| self.fail(e.into()))?;
         let mut word = [0u32];
@@ -674,6 +681,7 @@ impl Channel {
     /// A chunk counts as held here until it is in the return ring, so a peer that sends a
     /// chunk again before it came home is caught, and the chunks waiting for room in the ring
     /// (a peer that does not take its returns) never number more than the arena half has.
+    #[inline]
     fn flush_returns(&mut self, now: bool) -> Result<(), Error> {
         {
             let mut returns = self.returns.borrow_mut();
@@ -706,6 +714,7 @@ impl Channel {
     /// Fails with [`ErrorKind::PeerGone`] or [`ErrorKind::PeerClosed`] once the peer has left
     /// and every message it published has been received, and with [`ErrorKind::Corrupt`] if
     /// the peer broke the protocol.
+    #[inline]
     pub fn try_recv(&mut self) -> Result<Option<Sga>, Error> {
         self.check_failed()?;
         self.flush_returns(false)?;
@@ -736,6 +745,7 @@ impl Channel {
         }
     }
 
+    #[inline]
     fn take_message(&mut self) -> Result<Option<Sga>, Error> {
         let avail = self.rx.available()?;
         if avail == 0 {
@@ -805,6 +815,7 @@ impl Channel {
     }
 
     /// A buffer on the bytes of a checked descriptor, held until its last handle drops.
+    #[inline]
     fn adopt(&mut self, d: &[u32; 4]) -> Buffer {
         self.held[d[0] as usize] = true;
         let mut buf = self.peer_pool.adopt(d[0], d[1] as usize);
@@ -813,6 +824,7 @@ impl Channel {
     }
 
     /// Consumes the `n` descriptors of a delivered message.
+    #[inline]
     fn finish_message(&mut self, n: u32) {
         self.rx.consume(n);
         if self.rx.unreleased() >= self.layout.geometry.ring_slots / 8 {
@@ -822,6 +834,7 @@ impl Channel {
     }
 
     /// Checks a descriptor read from shared memory before anything uses it.
+    #[inline]
     fn check_descriptor(&self, d: &[u32; 4]) -> Result<(), Error> {
         let g = self.layout.geometry;
         let [chunk, start, len, flags] = *d;

@@ -136,6 +136,7 @@ impl<'a> Producer<'a> {
 
     /// Slots free for staging, reading the consumer's `head` again if the cached value says
     /// fewer than `want` are free.
+    #[inline]
     pub fn free(&mut self, want: u32) -> Result<u32, RingError> {
         let free = self.capacity - self.staged.wrapping_sub(self.head);
         if free >= want {
@@ -157,6 +158,7 @@ impl<'a> Producer<'a> {
 
     /// Stages one slot (not visible to the consumer until [`Producer::publish`]). Returns false
     /// if the ring is full.
+    #[inline]
     pub fn stage(&mut self, words: &[u32]) -> Result<bool, RingError> {
         assert_eq!(words.len(), self.ring.slot_words, "slot size");
         if self.free(1)? == 0 {
@@ -181,6 +183,7 @@ impl<'a> Producer<'a> {
 
     /// Makes every staged slot visible to the consumer in one store. Returns whether the
     /// consumer announced it is going to sleep, so the caller must wake it.
+    #[inline]
     pub fn publish(&mut self) -> bool {
         if self.staged == self.published {
             return false;
@@ -195,6 +198,7 @@ impl<'a> Producer<'a> {
 
     /// Publishes like [`Producer::publish`], for a ring whose consumer never sleeps: no fence,
     /// no look at the waiting flag.
+    #[inline]
     pub fn publish_quiet(&mut self) {
         if self.staged != self.published {
             self.ring.tail.store(self.staged, Ordering::Release);
@@ -235,6 +239,7 @@ impl<'a> Consumer<'a> {
 
     /// Published slots not yet read, reading the producer's `tail` again when the cached value
     /// is used up.
+    #[inline]
     pub fn available(&mut self) -> Result<u32, RingError> {
         if self.next == self.tail {
             self.refresh()?;
@@ -243,6 +248,7 @@ impl<'a> Consumer<'a> {
     }
 
     /// Reads the producer's `tail` now.
+    #[inline]
     pub fn refresh(&mut self) -> Result<u32, RingError> {
         // Touch the slot the next message will use *before* reading `tail`: the producer
         // writes that slot, then `tail`, so in the poll that finds the new `tail` both cache
@@ -267,6 +273,7 @@ impl<'a> Consumer<'a> {
     }
 
     /// Copies out slot `next + i` (`i` below [`Consumer::available`]).
+    #[inline]
     pub fn peek(&self, i: u32, out: &mut [u32]) {
         assert!(
             i < self.tail.wrapping_sub(self.next),
@@ -282,6 +289,7 @@ impl<'a> Consumer<'a> {
     }
 
     /// Marks `n` peeked slots as read (they go back to the producer at the next release).
+    #[inline]
     pub fn consume(&mut self, n: u32) {
         assert!(
             n <= self.tail.wrapping_sub(self.next),
@@ -291,11 +299,13 @@ impl<'a> Consumer<'a> {
     }
 
     /// Slots consumed but not yet released.
+    #[inline]
     pub fn unreleased(&self) -> u32 {
         self.next.wrapping_sub(self.released)
     }
 
     /// Hands every consumed slot back to the producer in one store.
+    #[inline]
     pub fn release(&mut self) {
         if self.released != self.next {
             self.ring.head.store(self.next, Ordering::Release);
