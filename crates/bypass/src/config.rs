@@ -332,7 +332,9 @@ impl Config {
         }
         if let Some(ip) = &self.net.ip {
             if ip.parse::<bypass_wire::Ipv4Cidr>().is_err() {
-                return bad(format!("net.ip = '{ip}' is not an address with a prefix such as 10.0.0.1/24"));
+                return bad(format!(
+                    "net.ip = '{ip}' is not an address with a prefix such as 10.0.0.1/24"
+                ));
             }
         }
         if let Some(gw) = &self.net.gateway {
@@ -341,10 +343,16 @@ impl Config {
             }
         }
         if !(0.0..=0.5).contains(&self.sim.loss) {
-            return bad(format!("sim.loss = {} must be between 0.0 and 0.5", self.sim.loss));
+            return bad(format!(
+                "sim.loss = {} must be between 0.0 and 0.5",
+                self.sim.loss
+            ));
         }
         if !matches!(self.tcp.congestion.as_str(), "cubic" | "newreno") {
-            return bad(format!("tcp.congestion = '{}' is unknown; use cubic or newreno", self.tcp.congestion));
+            return bad(format!(
+                "tcp.congestion = '{}' is unknown; use cubic or newreno",
+                self.tcp.congestion
+            ));
         }
         if !(1..=32768).contains(&self.storage.ring_entries) {
             return bad(format!(

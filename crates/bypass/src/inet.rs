@@ -84,7 +84,10 @@ struct Socket {
 impl Socket {
     fn handle(&self) -> Option<SocketHandle> {
         match self.state {
-            State::Listening(h) | State::Connecting(h) | State::Connected(h) | State::Datagram(h) => Some(h),
+            State::Listening(h)
+            | State::Connecting(h)
+            | State::Connected(h)
+            | State::Datagram(h) => Some(h),
             State::Fresh | State::Bound(_) => None,
         }
     }
@@ -165,9 +168,11 @@ impl InetEngine {
     }
 
     fn port_taken(&self, kind: SocketKind, port: u16) -> bool {
-        self.sockets
-            .values()
-            .any(|s| s.kind == kind && s.port == Some(port) && !matches!(s.state, State::Connected(_) | State::Connecting(_)))
+        self.sockets.values().any(|s| {
+            s.kind == kind
+                && s.port == Some(port)
+                && !matches!(s.state, State::Connected(_) | State::Connecting(_))
+        })
     }
 
     fn free_port(&mut self, kind: SocketKind) -> Result<u16> {
@@ -178,7 +183,10 @@ impl InetEngine {
                 return Ok(p);
             }
         }
-        Err(Error::new(ErrorKind::AddressNotAvailable, "no free local port; close some sockets"))
+        Err(Error::new(
+            ErrorKind::AddressNotAvailable,
+            "no free local port; close some sockets",
+        ))
     }
 
     pub(crate) fn bind(&mut self, key: u32, mut addr: SocketAddrV4) -> Result<()> {
@@ -191,7 +199,10 @@ impl InetEngine {
         }
         let s = self.get(key)?;
         if s.state != State::Fresh {
-            return Err(Error::new(ErrorKind::InvalidArgument, "the socket is already bound"));
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "the socket is already bound",
+            ));
         }
         let kind = s.kind;
         if addr.port() == 0 {
@@ -219,7 +230,10 @@ impl InetEngine {
     pub(crate) fn listen(&mut self, key: u32, backlog: usize) -> Result<()> {
         let s = self.get(key)?;
         if s.kind != SocketKind::Stream {
-            return Err(Error::new(ErrorKind::WrongQueueKind, "listen needs a stream (TCP) socket"));
+            return Err(Error::new(
+                ErrorKind::WrongQueueKind,
+                "listen needs a stream (TCP) socket",
+            ));
         }
         let State::Bound(addr) = s.state else {
             return Err(Error::new(
@@ -241,7 +255,10 @@ impl InetEngine {
         match (s.state, s.port) {
             (State::Bound(a), _) => Ok(a),
             (_, Some(p)) => Ok(SocketAddrV4::new(ip, p)),
-            _ => Err(Error::new(ErrorKind::InvalidArgument, "the socket is not bound")),
+            _ => Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "the socket is not bound",
+            )),
         }
     }
 
@@ -249,7 +266,9 @@ impl InetEngine {
         let s = self.get(key)?;
         if !matches!(s.state, State::Listening(_)) {
             let msg = match s.kind {
-                SocketKind::Datagram => "accept needs a listening stream socket, not a datagram socket",
+                SocketKind::Datagram => {
+                    "accept needs a listening stream socket, not a datagram socket"
+                }
                 SocketKind::Stream => "accept needs a listening socket: call bind and listen first",
             };
             return Err(Error::new(ErrorKind::WrongQueueKind, msg));
@@ -270,9 +289,17 @@ impl InetEngine {
             State::Fresh => None,
             State::Bound(a) => Some(a.port()),
             State::Listening(_) => {
-                return Err(Error::new(ErrorKind::InvalidArgument, "cannot connect a listening socket"))
+                return Err(Error::new(
+                    ErrorKind::InvalidArgument,
+                    "cannot connect a listening socket",
+                ))
             }
-            _ => return Err(Error::new(ErrorKind::AlreadyConnected, "the socket is already connected")),
+            _ => {
+                return Err(Error::new(
+                    ErrorKind::AlreadyConnected,
+                    "the socket is already connected",
+                ))
+            }
         };
         let h = self
             .stack
@@ -287,11 +314,17 @@ impl InetEngine {
         let s = self.get(key)?;
         match (s.kind, s.state, to) {
             (SocketKind::Stream, _, Some(_)) => {
-                return Err(Error::new(ErrorKind::WrongQueueKind, "pushto is for datagram sockets; use push on a stream"))
+                return Err(Error::new(
+                    ErrorKind::WrongQueueKind,
+                    "pushto is for datagram sockets; use push on a stream",
+                ))
             }
             (SocketKind::Stream, State::Connected(_), None) => {}
             (SocketKind::Stream, _, None) => {
-                return Err(Error::new(ErrorKind::NotConnected, "push needs a connected stream socket"))
+                return Err(Error::new(
+                    ErrorKind::NotConnected,
+                    "push needs a connected stream socket",
+                ))
             }
             (SocketKind::Datagram, _, None) => {
                 return Err(Error::new(
@@ -306,18 +339,31 @@ impl InetEngine {
             (SocketKind::Datagram, _, Some(_)) => {}
         }
         let turn = self.get(key)?.pushes.take();
-        Ok(Op::Push { sock: key, sga, turn, to, pushed: 0 })
+        Ok(Op::Push {
+            sock: key,
+            sga,
+            turn,
+            to,
+            pushed: 0,
+        })
     }
 
     pub(crate) fn pop(&mut self, key: u32) -> Result<Op> {
         let s = self.get(key)?;
         match (s.kind, s.state) {
-            (SocketKind::Stream, State::Connected(_)) | (SocketKind::Datagram, State::Datagram(_)) => {}
+            (SocketKind::Stream, State::Connected(_))
+            | (SocketKind::Datagram, State::Datagram(_)) => {}
             (SocketKind::Stream, _) => {
-                return Err(Error::new(ErrorKind::NotConnected, "pop needs a connected stream socket"))
+                return Err(Error::new(
+                    ErrorKind::NotConnected,
+                    "pop needs a connected stream socket",
+                ))
             }
             (SocketKind::Datagram, _) => {
-                return Err(Error::new(ErrorKind::InvalidArgument, "pop on a datagram socket needs bind first"))
+                return Err(Error::new(
+                    ErrorKind::InvalidArgument,
+                    "pop on a datagram socket needs bind first",
+                ))
             }
         }
         let turn = s.pops.take();
@@ -347,23 +393,55 @@ impl InetEngine {
 
 /// An operation on a user-space stack socket.
 pub(crate) enum Op {
-    Accept { sock: u32, turn: u64 },
-    Connect { sock: u32, remote: SocketAddrV4 },
-    Push { sock: u32, sga: Sga, turn: u64, to: Option<SocketAddrV4>, pushed: usize },
-    Pop { sock: u32, turn: u64 },
+    Accept {
+        sock: u32,
+        turn: u64,
+    },
+    Connect {
+        sock: u32,
+        remote: SocketAddrV4,
+    },
+    Push {
+        sock: u32,
+        sga: Sga,
+        turn: u64,
+        to: Option<SocketAddrV4>,
+        pushed: usize,
+    },
+    Pop {
+        sock: u32,
+        turn: u64,
+    },
 }
 
 fn canceled() -> QValue {
-    QValue::Failed(Error::new(ErrorKind::Canceled, "the queue was closed while the operation was pending"))
+    QValue::Failed(Error::new(
+        ErrorKind::Canceled,
+        "the queue was closed while the operation was pending",
+    ))
 }
 
 impl Op {
-    pub(crate) fn poll(&mut self, e: &mut InetEngine, queues: &mut QueueTable, cx: &mut Context<'_>) -> Poll<QValue> {
-        let InetEngine { stack, sockets, gather, .. } = e;
+    pub(crate) fn poll(
+        &mut self,
+        e: &mut InetEngine,
+        queues: &mut QueueTable,
+        cx: &mut Context<'_>,
+    ) -> Poll<QValue> {
+        let InetEngine {
+            stack,
+            sockets,
+            gather,
+            ..
+        } = e;
         match self {
             Op::Accept { sock, turn } => {
-                let Some(s) = sockets.get_mut(*sock) else { return Poll::Ready(canceled()) };
-                let State::Listening(h) = s.state else { return Poll::Ready(canceled()) };
+                let Some(s) = sockets.get_mut(*sock) else {
+                    return Poll::Ready(canceled());
+                };
+                let State::Listening(h) = s.state else {
+                    return Poll::Ready(canceled());
+                };
                 if !s.pops.is_turn(*turn) {
                     s.readers.park(cx.waker());
                     return Poll::Pending;
@@ -390,7 +468,10 @@ impl Op {
                             },
                             None => {
                                 let _ = stack.tcp_abort(conn);
-                                QValue::Failed(Error::new(ErrorKind::NoBufferSpace, "too many sockets open"))
+                                QValue::Failed(Error::new(
+                                    ErrorKind::NoBufferSpace,
+                                    "too many sockets open",
+                                ))
                             }
                         }
                     }
@@ -406,8 +487,12 @@ impl Op {
                 Poll::Ready(value)
             }
             Op::Connect { sock, remote } => {
-                let Some(s) = sockets.get_mut(*sock) else { return Poll::Ready(canceled()) };
-                let State::Connecting(h) = s.state else { return Poll::Ready(canceled()) };
+                let Some(s) = sockets.get_mut(*sock) else {
+                    return Poll::Ready(canceled());
+                };
+                let State::Connecting(h) = s.state else {
+                    return Poll::Ready(canceled());
+                };
                 let doing = format!("connect to {remote}");
                 match stack.tcp_state(h) {
                     Ok(TcpState::Established) | Ok(TcpState::CloseWait) => {
@@ -419,7 +504,11 @@ impl Op {
                         Poll::Pending
                     }
                     Ok(_) => {
-                        let err = stack.tcp_error(h).ok().flatten().unwrap_or(StackError::ConnectionReset);
+                        let err = stack
+                            .tcp_error(h)
+                            .ok()
+                            .flatten()
+                            .unwrap_or(StackError::ConnectionReset);
                         s.state = State::Fresh;
                         let _ = stack.tcp_abort(h);
                         Poll::Ready(QValue::Failed(connect_error(err, &doing)))
@@ -430,9 +519,19 @@ impl Op {
                     }
                 }
             }
-            Op::Push { sock, sga, turn, to, pushed } => {
-                let Some(s) = sockets.get_mut(*sock) else { return Poll::Ready(canceled()) };
-                let Some(h) = s.handle() else { return Poll::Ready(canceled()) };
+            Op::Push {
+                sock,
+                sga,
+                turn,
+                to,
+                pushed,
+            } => {
+                let Some(s) = sockets.get_mut(*sock) else {
+                    return Poll::Ready(canceled());
+                };
+                let Some(h) = s.handle() else {
+                    return Poll::Ready(canceled());
+                };
                 if !s.pushes.is_turn(*turn) {
                     s.writers.park(cx.waker());
                     return Poll::Pending;
@@ -440,7 +539,11 @@ impl Op {
                 let value = match to {
                     Some(to) => {
                         let r = match sga.num_segments() {
-                            1 => stack.udp_send_to(h, *to, sga.segments().next().expect("one segment")),
+                            1 => stack.udp_send_to(
+                                h,
+                                *to,
+                                sga.segments().next().expect("one segment"),
+                            ),
                             _ => {
                                 gather.clear();
                                 gather.resize(sga.len(), 0);
@@ -479,15 +582,22 @@ impl Op {
                 Poll::Ready(value)
             }
             Op::Pop { sock, turn } => {
-                let Some(s) = sockets.get_mut(*sock) else { return Poll::Ready(canceled()) };
-                let Some(h) = s.handle() else { return Poll::Ready(canceled()) };
+                let Some(s) = sockets.get_mut(*sock) else {
+                    return Poll::Ready(canceled());
+                };
+                let Some(h) = s.handle() else {
+                    return Poll::Ready(canceled());
+                };
                 if !s.pops.is_turn(*turn) {
                     s.readers.park(cx.waker());
                     return Poll::Pending;
                 }
                 let value = if s.kind == SocketKind::Datagram {
                     match stack.udp_recv_from(h) {
-                        Ok(Some((buf, from))) => QValue::Popped { sga: Sga::from(buf), from: Some(from) },
+                        Ok(Some((buf, from))) => QValue::Popped {
+                            sga: Sga::from(buf),
+                            from: Some(from),
+                        },
                         Ok(None) => {
                             let _ = stack.register_waker(h, Interest::Readable, cx.waker());
                             return Poll::Pending;
@@ -496,7 +606,10 @@ impl Op {
                     }
                 } else {
                     match stack.tcp_recv(h) {
-                        Ok(Some(buf)) => QValue::Popped { sga: Sga::from(buf), from: None },
+                        Ok(Some(buf)) => QValue::Popped {
+                            sga: Sga::from(buf),
+                            from: None,
+                        },
                         Ok(None) => {
                             let _ = stack.register_waker(h, Interest::Readable, cx.waker());
                             return Poll::Pending;
@@ -528,7 +641,11 @@ fn connect_error(e: StackError, doing: &str) -> Error {
 }
 
 /// Builds the device and stack the configuration names.
-pub(crate) fn open(config: &crate::Config, frames: &bypass_runtime::BufferPool, clock: Clock) -> Result<InetEngine> {
+pub(crate) fn open(
+    config: &crate::Config,
+    frames: &bypass_runtime::BufferPool,
+    clock: Clock,
+) -> Result<InetEngine> {
     use crate::config::LibOsName;
     use bypass_devices::hub::{Hub, HubConfig};
     use bypass_wire::{Ipv4Address, Ipv4Cidr};
@@ -558,23 +675,36 @@ pub(crate) fn open(config: &crate::Config, frames: &bypass_runtime::BufferPool, 
     };
     let ip = match &config.net.ip {
         Some(text) => text.parse::<Ipv4Cidr>().map_err(|_| {
-            Error::new(ErrorKind::Config, format!("net.ip = '{text}' is not an address with a prefix such as 10.0.0.1/24"))
+            Error::new(
+                ErrorKind::Config,
+                format!("net.ip = '{text}' is not an address with a prefix such as 10.0.0.1/24"),
+            )
         })?,
         None => default_ip.ok_or_else(|| {
-            Error::new(ErrorKind::Config, format!("the '{}' libOS needs an address: set net.ip (e.g. --ip 10.0.0.1/24)", config.libos))
+            Error::new(
+                ErrorKind::Config,
+                format!(
+                    "the '{}' libOS needs an address: set net.ip (e.g. --ip 10.0.0.1/24)",
+                    config.libos
+                ),
+            )
         })?,
     };
     let mut stack_config = bypass_inet::StackConfig::new(ip);
     if let Some(gw) = &config.net.gateway {
         stack_config.gateway = Some(gw.parse().map_err(|_| {
-            Error::new(ErrorKind::Config, format!("net.gateway = '{gw}' is not an IPv4 address"))
+            Error::new(
+                ErrorKind::Config,
+                format!("net.gateway = '{gw}' is not an IPv4 address"),
+            )
         })?);
     }
     stack_config.max_sockets = config.limits.max_queues.min(1 << 16);
     let t = &config.tcp;
     let tcp = &mut stack_config.tcp;
     tcp.nagle = t.nagle;
-    tcp.delayed_ack = (t.delayed_ack_us > 0).then(|| std::time::Duration::from_micros(t.delayed_ack_us));
+    tcp.delayed_ack =
+        (t.delayed_ack_us > 0).then(|| std::time::Duration::from_micros(t.delayed_ack_us));
     tcp.send_buffer = t.send_buffer;
     tcp.recv_buffer = t.recv_buffer;
     tcp.congestion = match t.congestion.as_str() {
@@ -596,14 +726,16 @@ fn real_device(config: &crate::Config) -> Result<AnyDevice> {
     use bypass_devices::{af_packet, af_xdp, tap};
 
     if let Some(ns) = &config.net.netns {
-        bypass_devices::netns::enter(ns).map_err(|e| {
-            Error::os(e, format_args!("cannot enter network namespace '{ns}'"))
-        })?;
+        bypass_devices::netns::enter(ns)
+            .map_err(|e| Error::os(e, format_args!("cannot enter network namespace '{ns}'")))?;
     }
     let iface = config.net.iface.as_deref().ok_or_else(|| {
         Error::new(
             ErrorKind::Config,
-            format!("the '{}' libOS needs an interface: set net.iface (e.g. --iface veth0)", config.libos),
+            format!(
+                "the '{}' libOS needs an interface: set net.iface (e.g. --iface veth0)",
+                config.libos
+            ),
         )
     })?;
     let device: std::result::Result<AnyDevice, bypass_devices::DeviceError> = match config.libos {

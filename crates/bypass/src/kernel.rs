@@ -11,7 +11,7 @@ use std::net::SocketAddrV4;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::task::{Context, Poll, Waker};
 
-use bypass_runtime::{BufferPool, Sga};
+use bypass_runtime::{Buffer, BufferPool, Sga};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::queue::{QueueKind, QueueTable};
@@ -99,6 +99,11 @@ pub(crate) struct KernelEngine {
     pool: BufferPool,
     /// Sockets that have parked operations (maybe stale: a wake empties a socket's waiters).
     parked: Vec<u32>,
+    /// Polls that went through epoll (paces the pruning of `parked`).
+    epoll_polls: u64,
+    /// A receive buffer kept across receives that found nothing, so a spinning pop does not
+    /// take and return a pool chunk on every try.
+    spare: Option<Buffer>,
 }
 
 impl KernelEngine {
@@ -110,6 +115,8 @@ impl KernelEngine {
             events: vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS_PER_POLL],
             pool,
             parked: Vec::new(),
+            epoll_polls: 0,
+            spare: None,
         })
     }
 
@@ -341,10 +348,21 @@ impl KernelEngine {
             }
             return Ok(woke);
         }
-        for key in self.parked.drain(..) {
-            if let Some(s) = self.sockets.get_mut(key) {
-                s.listed = false;
-            }
+        // Epoll covers every socket now; the list only has to stay complete for when few
+        // sockets wait again. Drop the entries whose operations were all woken, but only
+        // while the list is short or once in a while, so many sockets do not cost a scan
+        // per poll.
+        self.epoll_polls = self.epoll_polls.wrapping_add(1);
+        if self.parked.len() <= 64 || self.epoll_polls % 64 == 0 {
+            let sockets = &mut self.sockets;
+            self.parked.retain(|&key| match sockets.get_mut(key) {
+                Some(s) if !s.readers.0.is_empty() || !s.writers.0.is_empty() => true,
+                Some(s) => {
+                    s.listed = false;
+                    false
+                }
+                None => false,
+            });
         }
         let n = sys::epoll_wait(&self.epoll, &mut self.events, timeout_ms)
             .map_err(|e| Error::os(e, "epoll_wait"))?;
@@ -576,7 +594,7 @@ impl Op {
                     s.readers.park(cx.waker());
                     return Poll::Pending;
                 }
-                let Some(mut buf) = k.pool.alloc() else {
+                let Some(mut buf) = k.spare.take().or_else(|| k.pool.alloc()) else {
                     s.pops.finish(*turn);
                     s.readers.wake_all();
                     return Poll::Ready(QValue::Failed(Error::new(
@@ -588,9 +606,14 @@ impl Op {
                     )));
                 };
                 let room = buf.tailroom();
-                let result = sys::recv_from(&s.fd, buf.append(room));
+                let result = match s.kind {
+                    SocketKind::Stream => sys::recv(&s.fd, buf.append(room)).map(|n| (n, None)),
+                    SocketKind::Datagram => sys::recv_from(&s.fd, buf.append(room)),
+                };
                 let value = match result {
                     Err(e) if would_block(&e) => {
+                        buf.truncate(0);
+                        k.spare = Some(buf);
                         s.readers.park(cx.waker());
                         return Poll::Pending;
                     }

@@ -22,9 +22,9 @@ use crate::config::{Config, LibOsName, PollMode};
 use crate::error::{Error, ErrorKind, Result};
 use crate::inet::{self, InetEngine};
 use crate::kernel::{self, KernelEngine};
+use crate::queue::{QueueKind, QueueTable};
 use crate::shm::{self, ShmEngine};
 use crate::storage::{self, FileOptions, StorageEngine};
-use crate::queue::{QueueKind, QueueTable};
 use crate::types::{OpCode, QDesc, QResult, QToken, QValue, SocketKind};
 use crate::uring_net::{self, UringEngine};
 
@@ -90,18 +90,18 @@ impl Engines {
 
     fn inet(&mut self) -> Result<&mut InetEngine> {
         self.inet.as_mut().ok_or_else(|| {
-            Error::new(ErrorKind::WrongQueueKind, "this LibOs has no user-space stack")
+            Error::new(
+                ErrorKind::WrongQueueKind,
+                "this LibOs has no user-space stack",
+            )
         })
     }
 
     /// The storage engine (started by the first `open_file`).
     fn storage(&mut self) -> Result<&mut StorageEngine> {
-        self.storage.as_mut().ok_or_else(|| {
-            Error::new(
-                ErrorKind::BadQueue,
-                "no file was ever opened in this LibOs",
-            )
-        })
+        self.storage
+            .as_mut()
+            .ok_or_else(|| Error::new(ErrorKind::BadQueue, "no file was ever opened in this LibOs"))
     }
 
     /// The shared-memory engine, started on first use.
@@ -332,18 +332,24 @@ impl LibOs {
     /// A new socket of the configured network libOS.
     pub fn socket(&mut self, kind: SocketKind) -> Result<QDesc> {
         let (queue_kind, local) = match self.config.libos {
-            LibOsName::Kernel => (QueueKind::KernelSocket, self.engines.kernel()?.socket(kind)?),
+            LibOsName::Kernel => (
+                QueueKind::KernelSocket,
+                self.engines.kernel()?.socket(kind)?,
+            ),
             LibOsName::Uring => (QueueKind::UringSocket, self.engines.uring()?.socket(kind)?),
             _ => (QueueKind::InetSocket, self.engines.inet()?.socket(kind)?),
         };
-        self.engines.queues.insert(queue_kind, local).inspect_err(|_| {
-            let _ = match queue_kind {
-                QueueKind::KernelSocket => self.engines.kernel().and_then(|k| k.close(local)),
-                QueueKind::UringSocket => self.engines.uring().and_then(|u| u.close(local)),
-                QueueKind::InetSocket => self.engines.inet().and_then(|i| i.close(local)),
-                QueueKind::File | QueueKind::Shm => Ok(()),
-            };
-        })
+        self.engines
+            .queues
+            .insert(queue_kind, local)
+            .inspect_err(|_| {
+                let _ = match queue_kind {
+                    QueueKind::KernelSocket => self.engines.kernel().and_then(|k| k.close(local)),
+                    QueueKind::UringSocket => self.engines.uring().and_then(|u| u.close(local)),
+                    QueueKind::InetSocket => self.engines.inet().and_then(|i| i.close(local)),
+                    QueueKind::File | QueueKind::Shm => Ok(()),
+                };
+            })
     }
 
     pub fn bind(&mut self, qd: QDesc, local: SocketAddrV4) -> Result<()> {
@@ -418,12 +424,8 @@ impl LibOs {
             QueueKind::KernelSocket => {
                 Work::Kernel(self.engines.kernel()?.connect(q.local, remote)?)
             }
-            QueueKind::UringSocket => {
-                Work::Uring(self.engines.uring()?.connect(q.local, remote)?)
-            }
-            QueueKind::InetSocket => {
-                Work::Inet(self.engines.inet()?.connect(q.local, remote)?)
-            }
+            QueueKind::UringSocket => Work::Uring(self.engines.uring()?.connect(q.local, remote)?),
+            QueueKind::InetSocket => Work::Inet(self.engines.inet()?.connect(q.local, remote)?),
             QueueKind::File => return Err(file_not_socket("connect")),
             QueueKind::Shm => return Err(shm_not_socket("connect")),
         };

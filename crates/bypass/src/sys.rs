@@ -202,6 +202,19 @@ pub fn send_vectored(
     })
 }
 
+/// Receives into `buf` from a connected socket; returns the byte count.
+pub fn recv(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of its length.
+    check_size(unsafe {
+        libc::recv(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+        )
+    })
+}
+
 /// Receives into `buf`; returns the byte count and, for datagram sockets, the sender.
 pub fn recv_from(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<(usize, Option<SocketAddrV4>)> {
     // SAFETY: sockaddr_in is plain data; all-zero is a valid value.

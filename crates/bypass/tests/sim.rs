@@ -20,7 +20,11 @@ fn sim(wire: &str, ip: &str) -> LibOs {
 
 /// A server thread on 10.0.0.1 that echoes every connection until end of stream, for `conns`
 /// connections; sends `()` once listening.
-fn echo_server(wire: &'static str, conns: usize, ready: mpsc::Sender<()>) -> thread::JoinHandle<u64> {
+fn echo_server(
+    wire: &'static str,
+    conns: usize,
+    ready: mpsc::Sender<()>,
+) -> thread::JoinHandle<u64> {
     thread::spawn(move || {
         let mut libos = sim(wire, "10.0.0.1/24");
         let l = libos.socket(SocketKind::Stream).unwrap();
@@ -86,7 +90,10 @@ fn echo_over_the_user_space_stack_returns_every_byte() {
     let mut libos = sim("echo", "10.0.0.2/24");
     let c = libos.socket(SocketKind::Stream).unwrap();
     let qt = libos.connect(c, "10.0.0.1:7".parse().unwrap()).unwrap();
-    assert!(matches!(libos.wait(qt, LONG).unwrap().value, QValue::Connected));
+    assert!(matches!(
+        libos.wait(qt, LONG).unwrap().value,
+        QValue::Connected
+    ));
     let mut total = 0;
     for len in [1usize, 64, 1460, 1461, 65_536, 1 << 20] {
         let data: Vec<u8> = (0..len).map(|i| (i * 31 + len) as u8).collect();
@@ -143,7 +150,11 @@ fn connecting_where_nobody_listens_is_refused() {
     let c = libos.socket(SocketKind::Stream).unwrap();
     let qt = libos.connect(c, "10.0.0.1:9".parse().unwrap()).unwrap();
     let r = libos.wait(qt, LONG).unwrap();
-    assert_eq!(r.error().map(|e| e.kind()), Some(ErrorKind::ConnectionRefused), "{r:?}");
+    assert_eq!(
+        r.error().map(|e| e.kind()),
+        Some(ErrorKind::ConnectionRefused),
+        "{r:?}"
+    );
     // Let the server finish: one real connection.
     let c = libos.socket(SocketKind::Stream).unwrap();
     let qt = libos.connect(c, "10.0.0.1:7".parse().unwrap()).unwrap();
@@ -164,7 +175,9 @@ fn udp_over_the_user_space_stack() {
         for _ in 0..3 {
             let qt = libos.pop(s).unwrap();
             let r = libos.wait(qt, LONG).unwrap();
-            let QValue::Popped { sga, from } = r.value else { panic!("{:?}", r.value) };
+            let QValue::Popped { sga, from } = r.value else {
+                panic!("{:?}", r.value)
+            };
             let qt = libos.pushto(s, sga, from.unwrap()).unwrap();
             libos.wait(qt, LONG).unwrap().ok().unwrap();
         }
@@ -174,17 +187,28 @@ fn udp_over_the_user_space_stack() {
     let mut libos = sim("udp", "10.0.0.2/24");
     let s = libos.socket(SocketKind::Datagram).unwrap();
     let e = libos.pop(s).unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "pop before bind or send: {e}");
+    assert_eq!(
+        e.kind(),
+        ErrorKind::InvalidArgument,
+        "pop before bind or send: {e}"
+    );
     let server_addr: SocketAddrV4 = "10.0.0.1:9".parse().unwrap();
     for len in [1usize, 100, 1472] {
         let data: Vec<u8> = (0..len).map(|i| i as u8 ^ 0x5a).collect();
-        let qt = libos.pushto(s, libos.sga_from_slice(&data).unwrap(), server_addr).unwrap();
+        let qt = libos
+            .pushto(s, libos.sga_from_slice(&data).unwrap(), server_addr)
+            .unwrap();
         libos.wait(qt, LONG).unwrap().ok().unwrap();
         let qt = libos.pop(s).unwrap();
         let r = libos.wait(qt, LONG).unwrap();
-        let QValue::Popped { sga, from } = r.value else { panic!("{:?}", r.value) };
+        let QValue::Popped { sga, from } = r.value else {
+            panic!("{:?}", r.value)
+        };
         assert_eq!(from, Some(server_addr));
-        assert!(sga.to_vec() == data, "a {len} B datagram came back different");
+        assert!(
+            sga.to_vec() == data,
+            "a {len} B datagram came back different"
+        );
     }
     server.join().unwrap();
 }
@@ -198,5 +222,11 @@ fn binding_an_address_that_is_not_ours_names_ours() {
     assert!(e.message().contains("10.0.0.5"), "{e}");
     libos.bind(s, "10.0.0.5:80".parse().unwrap()).unwrap();
     let t = libos.socket(SocketKind::Stream).unwrap();
-    assert_eq!(libos.bind(t, "0.0.0.0:80".parse().unwrap()).unwrap_err().kind(), ErrorKind::AddressInUse);
+    assert_eq!(
+        libos
+            .bind(t, "0.0.0.0:80".parse().unwrap())
+            .unwrap_err()
+            .kind(),
+        ErrorKind::AddressInUse
+    );
 }

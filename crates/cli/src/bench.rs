@@ -20,7 +20,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::config::FileConfig;
-use crate::echo::{libos, seconds};
+use crate::echo::{ephemeral_listen, libos, seconds};
 use crate::error::CliError;
 use crate::{sys, Global};
 
@@ -124,6 +124,11 @@ fn echo(global: &Global, args: EchoArgs) -> Result<(), CliError> {
     if args.topo.is_some() {
         if args.duration.is_some() {
             return Err(CliError::new("--topo veth takes --count, not --duration"));
+        }
+        if !args.net.is_empty() {
+            return Err(CliError::new(
+                "--topo veth makes its own namespaces and addresses; drop --netns, --iface, --ip and --gateway",
+            ));
         }
         return crate::topo::bench_veth(
             &global.file,
@@ -284,7 +289,7 @@ fn bypass_ping_pong(
             let started = libos(file, Some(name)).and_then(|mut libos| {
                 let opts = ServeOptions {
                     max_connections: Some(1),
-                    ..ServeOptions::tcp("127.0.0.1:0".parse().expect("valid address"))
+                    ..ServeOptions::tcp(ephemeral_listen(name))
                 };
                 let server = Server::bind(&mut libos, opts)?;
                 Ok((libos, server))

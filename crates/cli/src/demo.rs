@@ -8,12 +8,17 @@ use std::time::Duration;
 use bypass::LibOsName;
 use bypass_echo::{Limit, LoadOptions, Protocol, ServeOptions, Server};
 
-use crate::echo::{libos, seconds};
+use crate::config::parse_libos;
+use crate::echo::{ephemeral_listen, libos, seconds};
 use crate::error::CliError;
-use crate::Global;
+use crate::{sys, Global};
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
+    /// The libOS (config key `libos`; default kernel): kernel and uring run on loopback, sim on
+    /// the in-process simulated wire.
+    #[arg(long, value_parser = parse_libos)]
+    libos: Option<LibOsName>,
     /// Seconds to measure (after a 0.2 s warm-up): the demo takes this long however busy the
     /// machine is.
     #[arg(long, value_name = "S", default_value_t = 1.0)]
@@ -25,18 +30,27 @@ pub(crate) struct Args {
 
 pub(crate) fn run(global: &Global, args: Args) -> Result<(), CliError> {
     let file = &global.file;
-    let name = file.bypass.libos;
+    let name = args.libos.unwrap_or(file.bypass.libos);
+    let listen = ephemeral_listen(name);
     let duration = seconds(args.duration, "--duration")?;
+    // Both ends spin: on one CPU each round trip would wait for the other's time slice, so
+    // they get a CPU each where there are two (best effort: a demo runs unpinned otherwise).
+    let original = sys::affinity().ok();
+    let cpus = original.as_ref().map(sys::CpuSet::cpus).unwrap_or_default();
+    let pins = (cpus.len() >= 2).then(|| (cpus[0], cpus[1]));
+    if let Some((client, _)) = pins {
+        let _ = sys::set_affinity(&sys::CpuSet::single(client));
+    }
     let stop = AtomicBool::new(false);
     let (tx, rx) = mpsc::channel();
     let report = thread::scope(|s| {
         let stop = &stop;
         let server = s.spawn(move || -> Result<(), CliError> {
-            let mut libos = libos(file, None)?;
-            let bound = Server::bind(
-                &mut libos,
-                ServeOptions::tcp("127.0.0.1:0".parse().unwrap()),
-            );
+            if let Some((_, cpu)) = pins {
+                let _ = sys::set_affinity(&sys::CpuSet::single(cpu));
+            }
+            let mut libos = libos(file, Some(name))?;
+            let bound = Server::bind(&mut libos, ServeOptions::tcp(listen));
             let server = match bound {
                 Ok(server) => {
                     let _ = tx.send(Some(server.local_addr()));
@@ -60,7 +74,7 @@ pub(crate) fn run(global: &Global, args: Args) -> Result<(), CliError> {
                 warmup: Limit::Duration(Duration::from_millis(200)),
                 ..LoadOptions::new(addr, Protocol::Tcp)
             };
-            let mut libos = libos(file, None)?;
+            let mut libos = libos(file, Some(name))?;
             Ok(bypass_echo::run_load(&mut libos, &opts)?)
         };
         let report = client();
@@ -71,15 +85,26 @@ pub(crate) fn run(global: &Global, args: Args) -> Result<(), CliError> {
         // The server's own error (e.g. no libOS) explains a client failure best.
         served?;
         report
-    })?;
-    let where_ = if name == LibOsName::Kernel {
-        "kernel libOS on loopback; after the user-space stack lands this runs on the simulated wire"
-            .to_string()
-    } else {
-        format!("{name} libOS")
+    });
+    if let Some(set) = &original {
+        let _ = sys::set_affinity(set);
+    }
+    let report = report?;
+    let where_ = match name {
+        LibOsName::Kernel => "kernel libOS on loopback; `--libos sim` runs it on the user-space \
+             stack over the simulated wire"
+            .to_string(),
+        LibOsName::Uring => "uring libOS (Linux sockets through io_uring) on loopback".to_string(),
+        LibOsName::Sim => {
+            "sim libOS: the user-space TCP/IP stack over the in-process simulated wire".to_string()
+        }
+        other => format!("{other} libOS"),
     };
     println!("bypass demo: TCP echo, server and client on two threads of this process");
     println!("ran on: {where_}");
+    if let Some((c, sv)) = pins {
+        println!("client on CPU {c}, server on CPU {sv}, both busy-polling");
+    }
     let l = &report.latency_us;
     println!(
         "{} messages of {} B, every byte checked: {:.0} msgs/s",

@@ -177,6 +177,15 @@ fn run_client(global: &Global, args: RunArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+/// Where an in-process server listens on a port the system picks: loopback for the libOSes
+/// over Linux sockets; any address for the user-space stack, which then reports its own.
+pub(crate) fn ephemeral_listen(name: LibOsName) -> SocketAddrV4 {
+    match name {
+        LibOsName::Kernel | LibOsName::Uring => SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 0),
+        _ => SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0),
+    }
+}
+
 /// A positive number of seconds from a flag or key.
 pub(crate) fn seconds(s: f64, what: &str) -> Result<Duration, CliError> {
     Duration::try_from_secs_f64(s)

@@ -155,10 +155,10 @@ pub(crate) fn bench_kv(_global: &Global, args: BenchArgs) -> Result<(), CliError
         pipelines: args.pipelines,
         value_size: args.size,
         libos: args.libos,
-        poll: if args.block {
-            PollMode::Block
-        } else {
+        poll: if args.spin {
             PollMode::Spin
+        } else {
+            PollMode::Block
         },
         external: args.external,
         durable: !args.no_durable,

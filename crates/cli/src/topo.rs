@@ -54,6 +54,11 @@ pub(crate) struct NetArgs {
 }
 
 impl NetArgs {
+    /// Whether no network flag was given.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.netns.is_none() && self.iface.is_none() && self.ip.is_none() && self.gateway.is_none()
+    }
+
     /// Writes the given flags into `config.net` (flags win over the file) and checks them.
     pub(crate) fn apply(&self, config: &mut bypass::Config) -> Result<(), CliError> {
         let net = &mut config.net;
@@ -158,8 +163,10 @@ fn spec_of(args: &TopoArgs) -> Result<TopologySpec, CliError> {
 fn need_root(what: &str) -> Result<(), CliError> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
-        return Err(CliError::new(format!("{what} needs root (network namespaces and veth)"))
-            .hint("run it with sudo"));
+        return Err(
+            CliError::new(format!("{what} needs root (network namespaces and veth)"))
+                .hint("run it with sudo"),
+        );
     }
     Ok(())
 }
@@ -204,8 +211,7 @@ fn down(args: &TopoArgs) -> Result<(), CliError> {
         .iter()
         .filter(|ns| bypass_devices::topo::netns_exists(ns))
         .count();
-    Topology::down(&spec)
-        .map_err(|e| CliError::new(format!("cannot remove the topology: {e}")))?;
+    Topology::down(&spec).map_err(|e| CliError::new(format!("cannot remove the topology: {e}")))?;
     if existed == 0 {
         println!("topology '{}' was not up; nothing to remove", args.name);
     } else {
@@ -362,7 +368,8 @@ pub(crate) fn bench_veth(file: &FileConfig, b: &VethBench) -> Result<(), CliErro
         })
         .collect();
     let report = VethReport {
-        benchmark: "tcp echo over a veth pair: target's server in namespace A, kernel-socket client in B",
+        benchmark:
+            "tcp echo over a veth pair: target's server in namespace A, kernel-socket client in B",
         message_size: b.size,
         rounds: b.rounds,
         bulk_bytes: b.bulk_bytes,
@@ -394,7 +401,14 @@ fn print_veth(r: &VethReport) {
     }
     println!(
         "{:<8} {:>9} {:>8} {:>8} {:>9} {:>11} {:>10} {:>11}",
-        "target", "messages", "p50 µs", "p99 µs", "p99.9 µs", "p50/linux", "bulk MB/s", "bulk/linux"
+        "target",
+        "messages",
+        "p50 µs",
+        "p99 µs",
+        "p99.9 µs",
+        "p50/linux",
+        "bulk MB/s",
+        "bulk/linux"
     );
     for row in &r.results {
         let l = &row.latency_us;
@@ -477,6 +491,7 @@ fn one_round(
                         })?;
                         let opts = ServeOptions {
                             max_connections: Some(2),
+                            max_unsent_per_connection: std::env::var("EXP_UNSENT").ok().and_then(|v| v.parse().ok()).unwrap_or(256 * 1024),
                             ..ServeOptions::tcp(server_addr)
                         };
                         let server = Server::bind(&mut libos, opts)?;
@@ -610,7 +625,9 @@ fn kernel_client(
         }
         let rtt = t0.elapsed();
         if back != msg {
-            return Err(io::Error::other(format!("the echo of message {seq} differs")));
+            return Err(io::Error::other(format!(
+                "the echo of message {seq} differs"
+            )));
         }
         if seq >= warmup {
             histogram.saturating_record((rtt.as_nanos() as u64).max(1));
@@ -680,7 +697,11 @@ mod tests {
         assert_eq!(s.ns_a, "bypass-demo-a");
         assert_eq!(s.dev_b, "bypass-demo-b");
         assert_eq!(s.subnet, subnet_of("demo"));
-        assert_eq!(spec_of(&args).unwrap(), s, "the same name gives the same topology");
+        assert_eq!(
+            spec_of(&args).unwrap(),
+            s,
+            "the same name gives the same topology"
+        );
         assert!((1..=250).contains(&subnet_of("x")));
         let e = spec_of(&TopoArgs {
             name: "far-too-long".into(),
@@ -695,6 +716,50 @@ mod tests {
         })
         .unwrap();
         assert_eq!(s.ip_a(), [10, 77, 3, 1]);
+    }
+
+    /// Removes a topology when dropped, also when the test fails.
+    struct Down(TopologySpec);
+
+    impl Drop for Down {
+        fn drop(&mut self) {
+            let _ = Topology::down(&self.0);
+        }
+    }
+
+    #[test]
+    fn up_is_idempotent_and_down_removes_everything() {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIPPED up_is_idempotent_and_down_removes_everything: needs root");
+            return;
+        }
+        let args = TopoArgs {
+            name: format!("t{}", std::process::id() % 100_000),
+            subnet: None,
+        };
+        let spec = spec_of(&args).unwrap();
+        let _guard = Down(spec.clone());
+        up(&args).unwrap();
+        up(&args).unwrap();
+        for ns in [&spec.ns_a, &spec.ns_b] {
+            assert!(bypass_devices::topo::netns_exists(ns), "{ns} exists");
+        }
+        let b = bypass_devices::topo::link_show(&spec.ns_b, &spec.dev_b).unwrap();
+        assert!(b.contains("UP"), "{b}");
+        let addrs = std::process::Command::new("ip")
+            .args(["-n", &spec.ns_a, "-4", "addr", "show", "dev", &spec.dev_a])
+            .output()
+            .unwrap();
+        assert!(
+            !String::from_utf8_lossy(&addrs.stdout).contains("inet "),
+            "side A must have no kernel IPv4 address"
+        );
+        down(&args).unwrap();
+        down(&args).unwrap();
+        for ns in [&spec.ns_a, &spec.ns_b] {
+            assert!(!bypass_devices::topo::netns_exists(ns), "{ns} is gone");
+        }
     }
 
     #[test]
