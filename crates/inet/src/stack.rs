@@ -313,13 +313,15 @@ impl<D: Device> Stack<D> {
     }
 
     /// Adds a permanent neighbour entry; packets waiting for it go out at the next poll.
+    /// Fails with `InvalidArgument` if every cache slot already holds a static entry (raise
+    /// [`ArpConfig::cache_size`]).
     pub fn add_static_arp(&mut self, ip: Ipv4Address, mac: EthernetAddress) -> Result<()> {
         match self.iface.arp.insert_static(ip, mac) {
             Ok(waiting) => {
                 self.iface.release_waiting(waiting, mac);
                 Ok(())
             }
-            Err(()) => Err(Error::TooManySockets),
+            Err(()) => Err(Error::InvalidArgument),
         }
     }
 

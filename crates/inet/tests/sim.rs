@@ -7,8 +7,9 @@
 //! with a clean error (reset, timed out, refused) after delivering a correct prefix; that no
 //! run hangs; and that once everything is closed no socket and no buffer is left behind.
 //!
-//! `BYPASS_SIM_SEEDS=N` runs N seeds per profile (default 1000); `BYPASS_SIM_SEED=S` replays
-//! only seed S. A failure prints the command that replays it.
+//! `BYPASS_SIM_SEEDS=N` runs N seeds per profile (default 1000), starting at
+//! `BYPASS_SIM_SEED_BASE` (default 0); `BYPASS_SIM_SEED=S` replays only seed S. A failure
+//! prints the command that replays it.
 
 mod common;
 
@@ -535,7 +536,11 @@ fn seeds() -> (Vec<u64>, bool) {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1000u64);
-    ((0..n).collect(), false)
+    let base = std::env::var("BYPASS_SIM_SEED_BASE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0u64);
+    ((base..base + n).collect(), false)
 }
 
 fn run_profile(profile: Profile, test_name: &str) {

@@ -874,7 +874,12 @@ impl Tcb {
         } else if ack == self.snd_una
             && no_data
             && !seg.flags.fin()
-            && window == self.snd_wnd
+            // RFC 5681 §2 (e) wants an unchanged window, but with SACK an ACK whose blocks
+            // report data is a duplicate whatever its window (RFC 6675 §2): a receiver whose
+            // buffer drains (Linux's) opens its window on nearly every ACK, and its duplicates
+            // would never count, leaving every loss to the retransmission timer.
+            && (window == self.snd_wnd
+                || (self.sack_enabled && seg.sack_ranges.iter().flatten().next().is_some()))
             && self.snd_max > self.snd_una
         {
             // RFC 5681 §2: a duplicate ACK.
