@@ -9,7 +9,7 @@
 //! are woken when the turn passes.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use bypass_devices::Device;
 use bypass_inet::{Error as StackError, Interest, SocketHandle, Stack, TcpState};
@@ -18,6 +18,7 @@ use bypass_runtime::{Clock, Sga};
 use crate::error::{Error, ErrorKind, Result};
 use crate::queue::{QueueKind, QueueTable};
 use crate::slab::Slab;
+use crate::turns::{Turns, Waiters};
 use crate::types::{QValue, SocketKind};
 
 /// The device under a user-space stack, whatever it is.
@@ -32,42 +33,6 @@ enum State {
     Connected(SocketHandle),
     /// A UDP socket bound in the stack.
     Datagram(SocketHandle),
-}
-
-#[derive(Default)]
-struct Waiters(Vec<Waker>);
-
-impl Waiters {
-    fn park(&mut self, waker: &Waker) {
-        if !self.0.iter().any(|w| w.will_wake(waker)) {
-            self.0.push(waker.clone());
-        }
-    }
-    fn wake_all(&mut self) {
-        for w in self.0.drain(..) {
-            w.wake();
-        }
-    }
-}
-
-#[derive(Default)]
-struct Turns {
-    next: u64,
-    serving: u64,
-}
-
-impl Turns {
-    fn take(&mut self) -> u64 {
-        self.next += 1;
-        self.next - 1
-    }
-    fn is_turn(&self, t: u64) -> bool {
-        self.serving == t
-    }
-    fn finish(&mut self, t: u64) {
-        debug_assert_eq!(self.serving, t);
-        self.serving += 1;
-    }
 }
 
 struct Socket {
@@ -383,6 +348,8 @@ impl InetEngine {
         };
         s.readers.wake_all();
         s.writers.wake_all();
+        s.pops.wake_all();
+        s.pushes.wake_all();
         // The stack may already have freed a failed connection: that is a closed socket too.
         match r {
             Ok(()) | Err(StackError::InvalidHandle) => Ok(()),
@@ -443,7 +410,7 @@ impl Op {
                     return Poll::Ready(canceled());
                 };
                 if !s.pops.is_turn(*turn) {
-                    s.readers.park(cx.waker());
+                    s.pops.wait(*turn, cx.waker());
                     return Poll::Pending;
                 }
                 let value = match stack.tcp_accept(h) {
@@ -483,7 +450,6 @@ impl Op {
                 };
                 let s = sockets.get_mut(*sock).expect("listener still open");
                 s.pops.finish(*turn);
-                s.readers.wake_all();
                 Poll::Ready(value)
             }
             Op::Connect { sock, remote } => {
@@ -533,7 +499,7 @@ impl Op {
                     return Poll::Ready(canceled());
                 };
                 if !s.pushes.is_turn(*turn) {
-                    s.writers.park(cx.waker());
+                    s.pushes.wait(*turn, cx.waker());
                     return Poll::Pending;
                 }
                 let value = match to {
@@ -578,7 +544,6 @@ impl Op {
                     },
                 };
                 s.pushes.finish(*turn);
-                s.writers.wake_all();
                 Poll::Ready(value)
             }
             Op::Pop { sock, turn } => {
@@ -589,7 +554,7 @@ impl Op {
                     return Poll::Ready(canceled());
                 };
                 if !s.pops.is_turn(*turn) {
-                    s.readers.park(cx.waker());
+                    s.pops.wait(*turn, cx.waker());
                     return Poll::Pending;
                 }
                 let value = if s.kind == SocketKind::Datagram {
@@ -619,7 +584,6 @@ impl Op {
                     }
                 };
                 s.pops.finish(*turn);
-                s.readers.wake_all();
                 Poll::Ready(value)
             }
         }

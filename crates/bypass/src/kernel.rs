@@ -9,7 +9,7 @@
 use std::io;
 use std::net::SocketAddrV4;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use bypass_runtime::{Buffer, BufferPool, Sga};
 
@@ -17,6 +17,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::queue::{QueueKind, QueueTable};
 use crate::slab::Slab;
 use crate::sys;
+use crate::turns::{Turns, Waiters};
 use crate::types::{QValue, SocketKind};
 
 /// Largest UDP payload over IPv4.
@@ -37,45 +38,6 @@ enum State {
     Listening,
     Connecting,
     Connected,
-}
-
-/// Wakers of the operations parked on one readiness direction of a socket.
-#[derive(Default)]
-struct Waiters(Vec<Waker>);
-
-impl Waiters {
-    fn park(&mut self, waker: &Waker) {
-        if !self.0.iter().any(|w| w.will_wake(waker)) {
-            self.0.push(waker.clone());
-        }
-    }
-
-    fn wake_all(&mut self) {
-        for w in self.0.drain(..) {
-            w.wake();
-        }
-    }
-}
-
-/// First-come first-served turns of the operations of one direction.
-#[derive(Default)]
-struct Turns {
-    next: u64,
-    serving: u64,
-}
-
-impl Turns {
-    fn take(&mut self) -> u64 {
-        self.next += 1;
-        self.next - 1
-    }
-    fn is_turn(&self, turn: u64) -> bool {
-        self.serving == turn
-    }
-    fn finish(&mut self, turn: u64) {
-        debug_assert_eq!(self.serving, turn, "a turn finished out of order");
-        self.serving += 1;
-    }
 }
 
 struct Socket {
@@ -326,6 +288,8 @@ impl KernelEngine {
             .ok_or_else(|| Error::new(ErrorKind::BadQueue, "the socket is already closed"))?;
         s.readers.wake_all();
         s.writers.wake_all();
+        s.pops.wake_all();
+        s.pushes.wake_all();
         Ok(())
     }
 
@@ -341,7 +305,7 @@ impl KernelEngine {
             for key in self.parked.drain(..) {
                 if let Some(s) = self.sockets.get_mut(key) {
                     s.listed = false;
-                    woke |= !s.readers.0.is_empty() || !s.writers.0.is_empty();
+                    woke |= !s.readers.is_empty() || !s.writers.is_empty();
                     s.readers.wake_all();
                     s.writers.wake_all();
                 }
@@ -353,10 +317,10 @@ impl KernelEngine {
         // while the list is short or once in a while, so many sockets do not cost a scan
         // per poll.
         self.epoll_polls = self.epoll_polls.wrapping_add(1);
-        if self.parked.len() <= 64 || self.epoll_polls % 64 == 0 {
+        if self.parked.len() <= 64 || self.epoll_polls.is_multiple_of(64) {
             let sockets = &mut self.sockets;
             self.parked.retain(|&key| match sockets.get_mut(key) {
-                Some(s) if !s.readers.0.is_empty() || !s.writers.0.is_empty() => true,
+                Some(s) if !s.readers.is_empty() || !s.writers.is_empty() => true,
                 Some(s) => {
                     s.listed = false;
                     false
@@ -545,7 +509,7 @@ impl Op {
                     return Poll::Ready(canceled());
                 };
                 if !s.pushes.is_turn(*turn) {
-                    s.writers.park(cx.waker());
+                    s.pushes.wait(*turn, cx.waker());
                     return Poll::Pending;
                 }
                 let total = sga.len();
@@ -570,7 +534,6 @@ impl Op {
                             *sent += bytes;
                             if *sent == total || s.kind == SocketKind::Datagram {
                                 s.pushes.finish(*turn);
-                                s.writers.wake_all();
                                 return Poll::Ready(QValue::Pushed { bytes: *sent });
                             }
                         }
@@ -580,7 +543,6 @@ impl Op {
                         }
                         Err(e) => {
                             s.pushes.finish(*turn);
-                            s.writers.wake_all();
                             return Poll::Ready(QValue::Failed(connection_error(e, "push")));
                         }
                     }
@@ -591,12 +553,11 @@ impl Op {
                     return Poll::Ready(canceled());
                 };
                 if !s.pops.is_turn(*turn) {
-                    s.readers.park(cx.waker());
+                    s.pops.wait(*turn, cx.waker());
                     return Poll::Pending;
                 }
                 let Some(mut buf) = k.spare.take().or_else(|| k.pool.alloc()) else {
                     s.pops.finish(*turn);
-                    s.readers.wake_all();
                     return Poll::Ready(QValue::Failed(Error::new(
                         ErrorKind::NoBufferSpace,
                         format!(
@@ -632,7 +593,6 @@ impl Op {
                     }
                 };
                 s.pops.finish(*turn);
-                s.readers.wake_all();
                 Poll::Ready(value)
             }
         }

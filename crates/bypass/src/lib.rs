@@ -33,6 +33,7 @@ mod shm;
 mod slab;
 mod storage;
 mod sys;
+mod turns;
 mod types;
 mod uring_net;
 

@@ -22,7 +22,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bypass_runtime::{Buffer, BufferPool, Memory, Sga};
@@ -32,6 +32,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::queue::{QueueKind, QueueTable};
 use crate::slab::Slab;
 use crate::sys;
+use crate::turns::{Turns, Waiters};
 use crate::types::{QValue, SocketKind};
 
 /// Pushes of at least this many bytes on a stream go out zero-copy (`SENDMSG_ZC`).
@@ -70,44 +71,6 @@ enum State {
     Listening,
     Connecting,
     Connected,
-}
-
-/// Wakers of the operations parked on one direction of a socket.
-#[derive(Default)]
-struct Waiters(Vec<Waker>);
-
-impl Waiters {
-    fn park(&mut self, waker: &Waker) {
-        if !self.0.iter().any(|w| w.will_wake(waker)) {
-            self.0.push(waker.clone());
-        }
-    }
-    fn wake_all(&mut self) {
-        for w in self.0.drain(..) {
-            w.wake();
-        }
-    }
-}
-
-/// First-come first-served turns of the operations of one direction.
-#[derive(Default)]
-struct Turns {
-    next: u64,
-    serving: u64,
-}
-
-impl Turns {
-    fn take(&mut self) -> u64 {
-        self.next += 1;
-        self.next - 1
-    }
-    fn is_turn(&self, turn: u64) -> bool {
-        self.serving == turn
-    }
-    fn finish(&mut self, turn: u64) {
-        debug_assert_eq!(self.serving, turn, "a turn finished out of order");
-        self.serving += 1;
-    }
 }
 
 /// A send in flight. Boxed: the kernel reads `msg`, `iovecs` and `addr` through pointers.
@@ -528,6 +491,8 @@ impl UringEngine {
             .ok_or_else(|| Error::new(ErrorKind::BadQueue, "the socket is already closed"))?;
         s.readers.wake_all();
         s.writers.wake_all();
+        s.pops.wake_all();
+        s.pushes.wake_all();
         if s.in_flight > 0 {
             let cancel = opcode::AsyncCancel2::new(
                 types::CancelBuilder::fd(types::Fd(s.fd.as_raw_fd())).all(),
@@ -1010,7 +975,7 @@ impl Op {
                     return Poll::Ready(canceled());
                 };
                 if !s.pops.is_turn(*turn) {
-                    s.readers.park(cx.waker());
+                    s.pops.wait(*turn, cx.waker());
                     return Poll::Pending;
                 }
                 let value = if let Some(fd) = s.backlog.pop_front() {
@@ -1046,7 +1011,6 @@ impl Op {
                 };
                 if let Some(s) = u.sockets.get_mut(key) {
                     s.pops.finish(*turn);
-                    s.readers.wake_all();
                 }
                 Poll::Ready(value)
             }
@@ -1096,7 +1060,7 @@ impl Op {
                     return Poll::Ready(canceled());
                 };
                 if !s.pushes.is_turn(*turn) {
-                    s.writers.park(cx.waker());
+                    s.pushes.wait(*turn, cx.waker());
                     return Poll::Pending;
                 }
                 if let Some(sga) = sga.take() {
@@ -1126,7 +1090,6 @@ impl Op {
                         let s = u.sockets.get_mut(key).expect("socket checked above");
                         s.tx = None;
                         s.pushes.finish(*turn);
-                        s.writers.wake_all();
                         return Poll::Ready(QValue::Failed(e));
                     }
                     return Poll::Pending;
@@ -1143,7 +1106,6 @@ impl Op {
                 }
                 s.spare_tx = Some(tx);
                 s.pushes.finish(*turn);
-                s.writers.wake_all();
                 Poll::Ready(match result {
                     Ok(bytes) => QValue::Pushed { bytes },
                     Err(e) => QValue::Failed(e),
@@ -1155,7 +1117,7 @@ impl Op {
                     return Poll::Ready(canceled());
                 };
                 if !s.pops.is_turn(*turn) {
-                    s.readers.park(cx.waker());
+                    s.pops.wait(*turn, cx.waker());
                     return Poll::Pending;
                 }
                 let value = match s.kind {
@@ -1211,7 +1173,6 @@ impl Op {
                 };
                 let s = u.sockets.get_mut(key).expect("socket checked above");
                 s.pops.finish(*turn);
-                s.readers.wake_all();
                 Poll::Ready(value)
             }
         }

@@ -491,7 +491,6 @@ fn one_round(
                         })?;
                         let opts = ServeOptions {
                             max_connections: Some(2),
-                            max_unsent_per_connection: std::env::var("EXP_UNSENT").ok().and_then(|v| v.parse().ok()).unwrap_or(256 * 1024),
                             ..ServeOptions::tcp(server_addr)
                         };
                         let server = Server::bind(&mut libos, opts)?;
