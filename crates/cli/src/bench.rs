@@ -30,6 +30,40 @@ pub(crate) enum Command {
     Echo(EchoArgs),
     /// redis-benchmark SET/GET against redis-server and the bypass kv server.
     Kv(crate::kv::BenchArgs),
+    /// Shared-memory queue round trip and throughput next to a raw cache-line ping-pong, a
+    /// Unix socket pair and a pipe.
+    Shm(ShmArgs),
+    /// 4 KiB random O_DIRECT reads with our io_uring queue next to fio's engines.
+    Storage(StorageArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct ShmArgs {
+    /// About a second instead of a minute: fewer samples.
+    #[arg(long)]
+    quick: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct StorageArgs {
+    /// The test file (default: a new file in the current directory, removed at the end).
+    #[arg(long, value_name = "FILE")]
+    path: Option<std::path::PathBuf>,
+    /// Size of the test file in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 1024)]
+    size_mib: u64,
+    /// Seconds per measured point.
+    #[arg(long, value_name = "S", default_value_t = 5.0)]
+    runtime: f64,
+    /// Leave out the fio rows.
+    #[arg(long)]
+    no_fio: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -99,7 +133,48 @@ pub(crate) fn run(global: &Global, cmd: Command) -> Result<(), CliError> {
     match cmd {
         Command::Echo(args) => echo(global, args),
         Command::Kv(args) => crate::kv::bench_kv(global, args),
+        Command::Shm(args) => bench_shm(args),
+        Command::Storage(args) => bench_storage(args),
     }
+}
+
+fn bench_shm(args: ShmArgs) -> Result<(), CliError> {
+    let opts = if args.quick {
+        bypass_shm::bench::BenchOptions::quick()
+    } else {
+        bypass_shm::bench::BenchOptions::default()
+    };
+    let report = bypass_shm::bench::run(&opts)
+        .map_err(|e| CliError::new(format!("shm benchmark failed: {e}")))?;
+    if args.json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{report}");
+    }
+    Ok(())
+}
+
+fn bench_storage(args: StorageArgs) -> Result<(), CliError> {
+    if !args.runtime.is_finite() || args.runtime <= 0.0 {
+        return Err(CliError::new(
+            "--runtime must be a positive number of seconds",
+        ));
+    }
+    let opts = bypass_storage::BenchOptions {
+        path: args.path,
+        size: args.size_mib << 20,
+        runtime: Duration::from_secs_f64(args.runtime),
+        fio: !args.no_fio,
+        ..bypass_storage::BenchOptions::default()
+    };
+    let report = bypass_storage::bench(&opts)
+        .map_err(|e| CliError::new(format!("storage benchmark failed: {e}")))?;
+    if args.json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{report}");
+    }
+    Ok(())
 }
 
 fn echo(global: &Global, args: EchoArgs) -> Result<(), CliError> {
