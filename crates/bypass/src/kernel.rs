@@ -514,22 +514,33 @@ impl Op {
                 }
                 let total = sga.len();
                 loop {
-                    let mut slices = [io::IoSlice::new(&[]); MAX_IOV];
-                    let mut n = 0;
-                    let mut skip = *sent;
-                    for seg in sga.segments() {
-                        if skip >= seg.len() {
-                            skip -= seg.len();
-                            continue;
+                    // Most pushes are one segment: only a longer Sga fills an iovec array.
+                    let one;
+                    let mut many;
+                    let slices: &[io::IoSlice<'_>] = if *sent == 0 && sga.num_segments() == 1 {
+                        one = [io::IoSlice::new(
+                            sga.segments().next().expect("one segment"),
+                        )];
+                        &one
+                    } else {
+                        many = [io::IoSlice::new(&[]); MAX_IOV];
+                        let mut n = 0;
+                        let mut skip = *sent;
+                        for seg in sga.segments() {
+                            if skip >= seg.len() {
+                                skip -= seg.len();
+                                continue;
+                            }
+                            if n == MAX_IOV {
+                                break;
+                            }
+                            many[n] = io::IoSlice::new(&seg[skip..]);
+                            skip = 0;
+                            n += 1;
                         }
-                        if n == MAX_IOV {
-                            break;
-                        }
-                        slices[n] = io::IoSlice::new(&seg[skip..]);
-                        skip = 0;
-                        n += 1;
-                    }
-                    match sys::send_vectored(&s.fd, &slices[..n], *to) {
+                        &many[..n]
+                    };
+                    match sys::send_vectored(&s.fd, slices, *to) {
                         Ok(bytes) => {
                             *sent += bytes;
                             if *sent == total || s.kind == SocketKind::Datagram {

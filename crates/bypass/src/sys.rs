@@ -192,26 +192,33 @@ pub fn send_vectored(
         msg.msg_name = (sa as *const libc::sockaddr_in).cast_mut().cast();
         msg.msg_namelen = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
     }
+    // The raw system call skips libc's thread-cancellation bookkeeping around sendmsg, which
+    // the data path does not need (it never blocks).
     // SAFETY: `msg` points at `slices` and `sa`, both alive for the call; the kernel only reads.
     check_size(unsafe {
-        libc::sendmsg(
+        libc::syscall(
+            libc::SYS_sendmsg,
             fd.as_raw_fd(),
-            &msg,
+            &msg as *const libc::msghdr,
             libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
-        )
+        ) as isize
     })
 }
 
 /// Receives into `buf` from a connected socket; returns the byte count.
 pub fn recv(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
-    // SAFETY: `buf` is valid for writes of its length.
+    // The raw system call, as in `send_vectored`.
+    // SAFETY: `buf` is valid for writes of its length; no address is asked for.
     check_size(unsafe {
-        libc::recv(
+        libc::syscall(
+            libc::SYS_recvfrom,
             fd.as_raw_fd(),
-            buf.as_mut_ptr().cast(),
+            buf.as_mut_ptr(),
             buf.len(),
             libc::MSG_DONTWAIT,
-        )
+            std::ptr::null_mut::<libc::sockaddr>(),
+            std::ptr::null_mut::<libc::socklen_t>(),
+        ) as isize
     })
 }
 
