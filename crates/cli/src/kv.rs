@@ -71,6 +71,9 @@ pub(crate) struct BenchArgs {
     /// Skip the durable rows.
     #[arg(long)]
     no_durable: bool,
+    /// Layout of the bypass server's append-only file in the durable rows: log or resp.
+    #[arg(long, value_name = "FORMAT", value_parser = parse_format, default_value = "log")]
+    aof_format: AofFormat,
     /// Let the bypass server busy-poll a core instead of sleeping in epoll when idle (as
     /// redis-server does).
     #[arg(long)]
@@ -162,6 +165,7 @@ pub(crate) fn bench_kv(_global: &Global, args: BenchArgs) -> Result<(), CliError
         },
         external: args.external,
         durable: !args.no_durable,
+        aof_format: args.aof_format,
         dir: args.dir.unwrap_or_else(std::env::temp_dir),
         ..BenchOptions::default()
     };

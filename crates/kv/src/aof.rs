@@ -297,11 +297,11 @@ fn sync_parent_dir(path: &Path) -> Result<()> {
 
 // ----- the storage log ----------------------------------------------------------------------
 
-/// Pool chunks (64 KiB each) for records being written: the largest batch the log can take
-/// at once is this many chunks.
+/// Pool chunks (64 KiB each) for records being written, at least.
 const LOG_POOL_CHUNKS: usize = 4096;
-/// Largest record: one batch of writes.
-const LOG_MAX_RECORD: usize = 128 << 20;
+/// Room in a record beyond the largest request: the writes of one turn are appended once they
+/// pass [`crate::server::COMMIT_EARLY`], so a batch is at most that plus one request.
+const LOG_RECORD_SLACK: usize = 16 << 20;
 
 /// The append-only file as a [`bypass_storage::Log`]: each batch of writes is one record with
 /// a length, a sequence number and a CRC-32C, written through io_uring. Recovery stops at the
@@ -336,7 +336,9 @@ impl StorageLog {
         mut on_command: impl FnMut(Command<'_>),
     ) -> Result<(StorageLog, Replay)> {
         let what = |doing: &str| format!("{doing} the append-only log {}", path.display());
-        let pool = BufferPool::new(&PoolConfig::large(LOG_POOL_CHUNKS))
+        let max_record = limits.max_request.saturating_add(LOG_RECORD_SLACK);
+        let chunks = LOG_POOL_CHUNKS.max(2 * max_record.div_ceil(64 << 10));
+        let pool = BufferPool::new(&PoolConfig::large(chunks))
             .map_err(|e| Error::os(e, what("cannot map the write buffers of")))?;
         let config = EngineConfig {
             // The log file is not opened O_DIRECT; registering the pool buys nothing here.
@@ -353,7 +355,7 @@ impl StorageLog {
         };
         let log_config = LogConfig {
             sync,
-            max_record: LOG_MAX_RECORD,
+            max_record,
             max_pending: 1 << 16,
         };
         let mut commands = 0u64;
@@ -432,13 +434,26 @@ impl StorageLog {
     /// Waits until every record appended so far is acknowledged.
     fn wait_all(&mut self) -> Result<()> {
         let last = self.log().next_seq() - 1;
-        if last == 0 {
-            return Ok(());
-        }
+        self.wait_until(last)
+    }
+
+    /// Drives the engine until record `seq` is acknowledged. Under `everysec` a flush is asked
+    /// for on every round: a sync issued while later writes were still in flight does not
+    /// cover them, and nothing else would ask for another.
+    fn wait_until(&mut self, seq: u64) -> Result<()> {
         let path = self.path.display().to_string();
-        let log = self.log.as_mut().expect("open");
-        log.wait_durable(&mut self.engine, last)
-            .map_err(|e| storage_error(e, format!("the append-only log {path} failed")))
+        loop {
+            if self.policy == FsyncPolicy::EverySec {
+                self.log().flush();
+            }
+            self.process()?;
+            if self.log().durable() >= seq {
+                return Ok(());
+            }
+            self.engine
+                .wait(None)
+                .map_err(|e| storage_error(e, format!("io_uring failed under {path}")))?;
+        }
     }
 }
 
@@ -467,17 +482,11 @@ impl AppendLog for StorageLog {
         };
         match self.policy {
             FsyncPolicy::Always => {
-                let log = self.log.as_mut().expect("open");
-                log.wait_durable(&mut self.engine, seq)
-                    .map_err(|e| storage_error(e, format!("the append-only log {path} failed")))?;
+                self.wait_until(seq)?;
                 self.syncs += 1;
             }
             // Written (to the page cache) before the replies leave.
-            FsyncPolicy::No => {
-                let log = self.log.as_mut().expect("open");
-                log.wait_durable(&mut self.engine, seq)
-                    .map_err(|e| storage_error(e, format!("the append-only log {path} failed")))?;
-            }
+            FsyncPolicy::No => self.wait_until(seq)?,
             // Synced within a second by `tick`.
             FsyncPolicy::EverySec => self.process()?,
         }
@@ -513,6 +522,8 @@ impl AppendLog for StorageLog {
 
 impl Drop for StorageLog {
     fn drop(&mut self) {
+        // Everything acknowledged first: `Log::close` waits with one flush only.
+        let _ = self.wait_all();
         if let Some(log) = self.log.take() {
             if let Err(e) = log.close(&mut self.engine) {
                 tracing::warn!(path = %self.path.display(), "closing the append-only log: {e}");

@@ -13,6 +13,12 @@
 //! Requests are bounded by the parser's [`ParserLimits`]. Replies are bounded per connection by
 //! [`ServerLimits::max_output`]: while more reply bytes than that are in flight, the connection
 //! is not read, so a client that sends without reading stalls itself, not the server.
+//!
+//! # Failures
+//!
+//! A connection's error (reset, a full pool for its reply) closes that connection only. An
+//! append-only file that cannot be written or synced stops the server with that error: a write
+//! that cannot be made durable is never acknowledged.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddrV4;
@@ -65,6 +71,9 @@ impl Default for ServerLimits {
 
 /// How often expired keys are swept and the append-only file's timer runs.
 pub const SWEEP_PERIOD: Duration = Duration::from_millis(100);
+/// Logged writes of one turn beyond which they are appended at once rather than at the end of
+/// the turn: an append holds at most this plus one connection's request.
+pub const COMMIT_EARLY: usize = 8 << 20;
 /// Longest a turn of the loop waits for a completion before checking the stop flag.
 const IDLE_WAIT: Duration = Duration::from_millis(20);
 
@@ -97,6 +106,16 @@ pub fn serve(libos: &mut LibOs, opts: ServeOptions<'_>) -> Result<Summary> {
     Server::bind(libos, opts)?.run(libos, stop)
 }
 
+/// How far [`Server::feed`] got.
+enum Fed {
+    /// Every byte was consumed.
+    All,
+    /// Replies are backed up; the rest waits in the backlog.
+    Paused,
+    /// The connection is closing; the rest is dropped.
+    Stopped,
+}
+
 /// One connection.
 struct Conn {
     parser: Parser,
@@ -116,6 +135,11 @@ struct Conn {
     admitted: bool,
     /// Listed in `Server::dirty`.
     marked: bool,
+    /// Bytes read but not yet parsed, held back while replies are backed up (at most one
+    /// pop's worth: no pop is issued while it is not empty).
+    backlog: Vec<u8>,
+    /// The peer closed its sending side: close once the backlog is served.
+    peer_done: bool,
 }
 
 /// A bound server, ready to [`Server::run`].
@@ -315,28 +339,58 @@ impl Server {
         match r.value {
             QValue::Popped { sga, .. } => {
                 self.conn(qd).reading = false;
+                let mut paused = false;
                 for seg in sga.segments() {
-                    if !self.feed(qd, seg, now) {
-                        break;
+                    if paused {
+                        // Bounded: no pop is issued while a backlog waits.
+                        self.conn(qd).backlog.extend_from_slice(seg);
+                        continue;
+                    }
+                    match self.feed(qd, seg, now) {
+                        Fed::All => {}
+                        Fed::Paused => paused = true,
+                        Fed::Stopped => break,
                     }
                 }
+                self.note_buffered(qd);
                 self.mark(qd);
+                if self.log.len() >= COMMIT_EARLY {
+                    // Keep one append (one record of the log) bounded; the replies still wait
+                    // for the end of the turn.
+                    self.commit()?;
+                }
             }
             QValue::EndOfStream => {
                 let c = self.conn(qd);
                 c.reading = false;
-                c.closing = true;
+                c.peer_done = true;
                 self.mark(qd);
             }
             QValue::Pushed { bytes } => {
-                let c = self.conn(qd);
+                let max_output = self.limits.max_output;
+                let c = self.conns.get_mut(&qd).expect("connection is open");
                 let sent = c
                     .pushes
                     .pop_front()
                     .expect("a push completed, so one was in flight");
                 debug_assert_eq!(sent, bytes, "a push completes whole");
                 c.in_flight -= sent;
+                let resume =
+                    !c.backlog.is_empty() && !c.closing && c.in_flight + c.out.len() <= max_output;
+                let backlog = if resume {
+                    std::mem::take(&mut c.backlog)
+                } else {
+                    Vec::new()
+                };
                 Stats::sub(&self.stats.output_in_flight, sent as u64);
+                if resume {
+                    // Resume the requests that were read but held back.
+                    self.feed(qd, &backlog, now);
+                    self.note_buffered(qd);
+                    if self.log.len() >= COMMIT_EARLY {
+                        self.commit()?;
+                    }
+                }
                 self.mark(qd);
             }
             QValue::Failed(e) => {
@@ -377,6 +431,8 @@ impl Server {
             buffered: 0,
             admitted: false,
             marked: false,
+            backlog: Vec::new(),
+            peer_done: false,
         };
         if self.conns.len() >= self.limits.max_clients {
             Stats::add(&self.stats.rejected_connections, 1);
@@ -390,8 +446,10 @@ impl Server {
         self.mark(qd);
     }
 
-    /// Parses and executes what `input` completes; false once the connection stops reading.
-    fn feed(&mut self, qd: QDesc, mut input: &[u8], now: u64) -> bool {
+    /// Parses and executes the requests `input` completes, in order. Stops early when the
+    /// connection closes, or when its replies exceed `max_output` (the rest of `input` waits in
+    /// the connection's backlog until pushes complete).
+    fn feed(&mut self, qd: QDesc, mut input: &[u8], now: u64) -> Fed {
         let env = ServerEnv {
             stats: &self.stats,
             libos: self.libos,
@@ -400,11 +458,20 @@ impl Server {
         };
         let conn = self.conns.get_mut(&qd).expect("connection is open");
         if conn.closing {
-            return false;
+            return Fed::Stopped;
         }
-        let mut go_on = true;
+        let mut fed = Fed::All;
         let mut commands = 0;
         loop {
+            if conn.in_flight + conn.out.len() > self.limits.max_output && !input.is_empty() {
+                debug_assert!(
+                    conn.backlog.is_empty(),
+                    "a backlog is fed whole or kept whole"
+                );
+                conn.backlog.extend_from_slice(input);
+                fed = Fed::Paused;
+                break;
+            }
             match conn.parser.next(&mut input) {
                 Ok(Some(cmd)) => {
                     commands += 1;
@@ -414,7 +481,7 @@ impl Server {
                     };
                     if self.db.execute(cmd, now, &env, &mut fx) == Flow::Close {
                         conn.closing = true;
-                        go_on = false;
+                        fed = Fed::Stopped;
                         break;
                     }
                 }
@@ -423,18 +490,24 @@ impl Server {
                     resp::error(&mut conn.out, &format!("ERR {e}"));
                     Stats::add(&self.stats.protocol_errors, 1);
                     conn.closing = true;
-                    go_on = false;
+                    fed = Fed::Stopped;
                     break;
                 }
             }
         }
         Stats::add(&self.stats.total_commands, commands);
-        let buffered = conn.parser.buffered();
-        Stats::raise(&self.stats.peak_input_buffered, buffered as u64);
-        Stats::add(&self.stats.input_buffered, buffered as u64);
-        Stats::sub(&self.stats.input_buffered, conn.buffered as u64);
-        conn.buffered = buffered;
-        go_on
+        fed
+    }
+
+    /// Brings the input-buffer counters up to date with a connection's parser and backlog.
+    fn note_buffered(&mut self, qd: QDesc) {
+        let stats = self.stats.clone();
+        let c = self.conn(qd);
+        let buffered = c.parser.buffered() + c.backlog.capacity();
+        Stats::raise(&stats.peak_input_buffered, buffered as u64);
+        Stats::add(&stats.input_buffered, buffered as u64);
+        Stats::sub(&stats.input_buffered, c.buffered as u64);
+        c.buffered = buffered;
     }
 
     /// Appends the writes of this turn to the append-only file (syncing as the policy says)
@@ -487,11 +560,14 @@ impl Server {
                 c.out = Vec::new();
             }
         }
+        if c.peer_done && c.backlog.is_empty() {
+            c.closing = true;
+        }
         if c.closing {
             if c.pushes.is_empty() {
                 self.close(libos, qd);
             }
-        } else if !c.reading && c.in_flight <= max_output {
+        } else if !c.reading && !c.peer_done && c.backlog.is_empty() && c.in_flight <= max_output {
             libos.pop(qd)?;
             c.reading = true;
         }

@@ -232,3 +232,41 @@ fn a_log_that_cannot_be_opened_is_a_clear_error() {
         .message()
         .contains("log or resp"));
 }
+
+#[test]
+fn large_values_from_many_clients_survive_a_restart() {
+    for format in FORMATS {
+        let dir = TempDir::new("large");
+        let s = TestServer::start(aof(&dir, FsyncPolicy::Always, format));
+        let value =
+            |i: usize| -> Vec<u8> { (0..5 << 20).map(|j| ((j * 7 + i) % 253) as u8).collect() };
+        // Four clients send 5 MiB each at once: more than one turn's early-append threshold.
+        let threads: Vec<_> = (0..4)
+            .map(|i| {
+                let mut c = s.connect();
+                std::thread::spawn(move || {
+                    roundtrip(
+                        &mut c,
+                        &req(&[b"SET", format!("big{i}").as_bytes(), &value(i)]),
+                        b"+OK\r\n",
+                    );
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        s.stop();
+        let s = TestServer::start(aof(&dir, FsyncPolicy::Always, format));
+        let mut c = s.connect();
+        for i in 0..4 {
+            let v = value(i);
+            let mut want = format!("${}\r\n", v.len()).into_bytes();
+            want.extend_from_slice(&v);
+            want.extend_from_slice(b"\r\n");
+            roundtrip(&mut c, &req(&[b"GET", format!("big{i}").as_bytes()]), &want);
+        }
+        let replay = s.stop().replay.unwrap();
+        assert_eq!((replay.commands, replay.stop), (4, None), "{format:?}");
+    }
+}

@@ -315,3 +315,20 @@ fn many_clients_at_once_each_see_their_own_replies() {
     assert!(summary.connections >= 33, "{summary:?}");
     assert!(summary.commands >= 6401, "{summary:?}");
 }
+
+#[test]
+fn a_spinning_server_serves_many_idle_and_busy_clients() {
+    let s = TestServer::start_spinning();
+    // More connections than a spinning kernel libOS retries directly: the idle ones must still
+    // be seen when they speak.
+    let mut conns: Vec<_> = (0..12).map(|_| s.connect()).collect();
+    for round in 0..20 {
+        for (i, c) in conns.iter_mut().enumerate() {
+            if (i + round) % 3 == 0 {
+                let key = format!("r{round}c{i}");
+                roundtrip(c, &req(&[b"SET", key.as_bytes(), b"v"]), b"+OK\r\n");
+            }
+        }
+    }
+    roundtrip(&mut conns[0], &req(&[b"DBSIZE"]), b":80\r\n");
+}

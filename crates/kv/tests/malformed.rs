@@ -210,3 +210,41 @@ fn connections_past_max_clients_are_refused_with_an_error() {
     let mut d = s.connect();
     roundtrip(&mut d, &req(&[b"PING"]), b"+PONG\r\n");
 }
+
+#[test]
+fn a_client_that_does_not_read_its_replies_stalls_itself_not_the_server() {
+    let max_output = 64 << 10;
+    let s = TestServer::start_with(
+        None,
+        ServerLimits {
+            max_output,
+            ..ServerLimits::default()
+        },
+    );
+    let mut c = s.connect();
+    let value: Vec<u8> = (0..32 << 10).map(|i| (i % 251) as u8).collect();
+    roundtrip(&mut c, &req(&[b"SET", b"big", &value]), b"+OK\r\n");
+    // 1000 pipelined GETs ask for 32 MB of replies, more than the socket buffers hold.
+    let n = 1000;
+    c.write_all(&req(&[b"GET", b"big"]).repeat(n)).unwrap();
+    let mut bystander = s.connect();
+    std::thread::sleep(Duration::from_millis(300));
+    roundtrip(&mut bystander, &req(&[b"PING"]), b"+PONG\r\n");
+    let reply_len = value.len() + 10;
+    let held = Stats::get(&s.stats.output_in_flight) as usize;
+    assert!(
+        held > 0 && held <= max_output + reply_len,
+        "{held} B of replies held for a client that does not read"
+    );
+    assert!(Stats::get(&s.stats.input_buffered) <= 64 << 10);
+    // Reading resumes the held-back requests: every reply arrives, in order, byte for byte.
+    let mut want = format!("${}\r\n", value.len()).into_bytes();
+    want.extend_from_slice(&value);
+    want.extend_from_slice(b"\r\n");
+    for i in 0..n {
+        let got = common::read_exact_len(&mut c, want.len());
+        assert!(got == want, "reply {i} differs");
+    }
+    roundtrip(&mut c, &req(&[b"DBSIZE"]), b":1\r\n");
+    assert_eq!(Stats::get(&s.stats.output_in_flight), 0);
+}

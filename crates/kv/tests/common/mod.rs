@@ -32,13 +32,27 @@ impl TestServer {
     }
 
     pub fn try_start(aof: Option<AofOptions>, limits: ServerLimits) -> bypass::Result<TestServer> {
+        TestServer::try_start_polling(aof, limits, PollMode::Block)
+    }
+
+    /// A server whose LibOs busy-polls (it keeps a core busy while it runs).
+    pub fn start_spinning() -> TestServer {
+        TestServer::try_start_polling(None, ServerLimits::default(), PollMode::Spin)
+            .expect("server starts")
+    }
+
+    fn try_start_polling(
+        aof: Option<AofOptions>,
+        limits: ServerLimits,
+        poll: PollMode,
+    ) -> bypass::Result<TestServer> {
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel();
         let thread_stop = stop.clone();
         let thread = std::thread::spawn(move || {
-            // Block when idle: tests run side by side on few cores.
+            // Block when idle unless asked: tests run side by side on few cores.
             let config = Config {
-                poll: PollMode::Block,
+                poll,
                 ..Config::with_libos(LibOsName::Kernel)
             };
             let mut libos = LibOs::new(config)?;
