@@ -16,12 +16,11 @@ use bypass_runtime::{Buffer, BufferPool, Sga};
 use crate::error::{Error, ErrorKind, Result};
 use crate::queue::{QueueKind, QueueTable};
 use crate::slab::Slab;
+use crate::socket_rules::{self as rules, canceled, connection_error, SocketState as State};
 use crate::sys;
 use crate::turns::{Turns, Waiters};
 use crate::types::{QValue, SocketKind};
 
-/// Largest UDP payload over IPv4.
-const MAX_DATAGRAM: usize = 65_507;
 /// Slices handed to one `sendmsg`.
 const MAX_IOV: usize = 64;
 /// epoll events read per poll.
@@ -30,15 +29,6 @@ const EVENTS_PER_POLL: usize = 256;
 /// system calls directly instead of asking epoll first: on the critical path of a round trip
 /// that saves one system call per side, and the retries cost what epoll_wait would.
 const DIRECT_SPIN_SOCKETS: usize = 4;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum State {
-    Fresh,
-    Bound,
-    Listening,
-    Connecting,
-    Connected,
-}
 
 struct Socket {
     fd: OwnedFd,
@@ -129,50 +119,15 @@ impl KernelEngine {
 
     pub(crate) fn bind(&mut self, key: u32, addr: SocketAddrV4) -> Result<()> {
         let s = self.get(key)?;
-        if s.state != State::Fresh {
-            return Err(Error::new(
-                ErrorKind::InvalidArgument,
-                "the socket is already bound",
-            ));
-        }
-        sys::bind(&s.fd, addr).map_err(|e| match e.raw_os_error() {
-            Some(libc::EADDRINUSE) => Error::new(
-                ErrorKind::AddressInUse,
-                format!("address {addr} is already in use; pick another port or stop the process holding it"),
-            ),
-            Some(libc::EADDRNOTAVAIL) => Error::new(
-                ErrorKind::AddressNotAvailable,
-                format!("address {addr} is not an address of this host; bind to one of its addresses or 0.0.0.0"),
-            ),
-            _ => Error::os(e, format_args!("bind to {addr}")),
-        })?;
+        rules::check_bind(s.state)?;
+        sys::bind(&s.fd, addr).map_err(|e| rules::bind_error(e, addr))?;
         s.state = State::Bound;
         Ok(())
     }
 
     pub(crate) fn listen(&mut self, key: u32, backlog: usize) -> Result<()> {
         let s = self.get(key)?;
-        if s.kind != SocketKind::Stream {
-            return Err(Error::new(
-                ErrorKind::WrongQueueKind,
-                "listen needs a stream (TCP) socket",
-            ));
-        }
-        match s.state {
-            State::Bound => {}
-            State::Fresh => {
-                return Err(Error::new(
-                    ErrorKind::InvalidArgument,
-                    "listen needs a bound socket: call bind first",
-                ))
-            }
-            _ => {
-                return Err(Error::new(
-                    ErrorKind::InvalidArgument,
-                    "the socket is already listening or connected",
-                ))
-            }
-        }
+        rules::check_listen(s.kind, s.state)?;
         let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
         sys::listen(&s.fd, backlog).map_err(|e| Error::os(e, "listen"))?;
         s.state = State::Listening;
@@ -186,35 +141,13 @@ impl KernelEngine {
 
     pub(crate) fn accept(&mut self, key: u32) -> Result<Op> {
         let s = self.get(key)?;
-        if s.state != State::Listening {
-            let msg = match s.kind {
-                SocketKind::Datagram => {
-                    "accept needs a listening stream socket, not a datagram socket"
-                }
-                SocketKind::Stream => "accept needs a listening socket: call bind and listen first",
-            };
-            return Err(Error::new(ErrorKind::WrongQueueKind, msg));
-        }
+        rules::check_accept(s.kind, s.state)?;
         Ok(Op::Accept { sock: key })
     }
 
     pub(crate) fn connect(&mut self, key: u32, remote: SocketAddrV4) -> Result<Op> {
         let s = self.get(key)?;
-        match s.state {
-            State::Fresh | State::Bound => {}
-            State::Listening => {
-                return Err(Error::new(
-                    ErrorKind::InvalidArgument,
-                    "cannot connect a listening socket",
-                ))
-            }
-            State::Connecting | State::Connected => {
-                return Err(Error::new(
-                    ErrorKind::AlreadyConnected,
-                    "the socket is already connected",
-                ))
-            }
-        }
+        rules::check_connect(s.state)?;
         s.state = State::Connecting;
         Ok(Op::Connect {
             sock: key,
@@ -225,39 +158,7 @@ impl KernelEngine {
 
     pub(crate) fn push(&mut self, key: u32, sga: Sga, to: Option<SocketAddrV4>) -> Result<Op> {
         let s = self.get(key)?;
-        match s.kind {
-            SocketKind::Stream => {
-                if to.is_some() {
-                    return Err(Error::new(
-                        ErrorKind::WrongQueueKind,
-                        "pushto is for datagram sockets; use push on a stream",
-                    ));
-                }
-                if s.state != State::Connected {
-                    return Err(Error::new(
-                        ErrorKind::NotConnected,
-                        "push needs a connected stream socket",
-                    ));
-                }
-            }
-            SocketKind::Datagram => {
-                if sga.len() > MAX_DATAGRAM {
-                    return Err(Error::new(
-                        ErrorKind::MessageTooLong,
-                        format!(
-                            "a UDP datagram holds at most {MAX_DATAGRAM} B; this push has {} B",
-                            sga.len()
-                        ),
-                    ));
-                }
-                if to.is_none() && s.state != State::Connected {
-                    return Err(Error::new(
-                        ErrorKind::NotConnected,
-                        "push on an unconnected datagram socket: use pushto with a destination",
-                    ));
-                }
-            }
-        }
+        rules::check_push(s.kind, s.state, sga.len(), to)?;
         let turn = s.pushes.take();
         Ok(Op::Push {
             sock: key,
@@ -270,12 +171,7 @@ impl KernelEngine {
 
     pub(crate) fn pop(&mut self, key: u32) -> Result<Op> {
         let s = self.get(key)?;
-        if s.kind == SocketKind::Stream && s.state != State::Connected {
-            return Err(Error::new(
-                ErrorKind::NotConnected,
-                "pop needs a connected stream socket",
-            ));
-        }
+        rules::check_pop(s.kind, s.state)?;
         let turn = s.pops.take();
         Ok(Op::Pop { sock: key, turn })
     }
@@ -382,30 +278,6 @@ pub(crate) enum Op {
 
 fn would_block(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock
-}
-
-fn canceled() -> QValue {
-    QValue::Failed(Error::new(
-        ErrorKind::Canceled,
-        "the queue was closed while the operation was pending",
-    ))
-}
-
-fn connection_error(e: io::Error, doing: &str) -> Error {
-    match e.raw_os_error() {
-        Some(libc::ECONNREFUSED) => Error::new(
-            ErrorKind::ConnectionRefused,
-            format!("{doing}: connection refused (nothing listens there); start the server or check the address"),
-        ),
-        Some(libc::ECONNRESET) | Some(libc::EPIPE) => {
-            Error::new(ErrorKind::ConnectionReset, format!("{doing}: the peer reset the connection"))
-        }
-        Some(libc::ETIMEDOUT) => Error::new(
-            ErrorKind::TimedOut,
-            format!("{doing}: the peer stopped answering (connection timed out)"),
-        ),
-        _ => Error::os(e, doing),
-    }
 }
 
 impl Op {

@@ -31,6 +31,7 @@ mod libos;
 mod queue;
 mod shm;
 mod slab;
+mod socket_rules;
 mod storage;
 mod sys;
 mod turns;
