@@ -441,10 +441,13 @@ impl Log {
                 ),
             ));
         }
-        if matches!(self.config.sync, SyncPolicy::EveryN(_)) {
-            self.flush();
-        }
         loop {
+            // Under EveryN the record may sit in a group that is not full. Ask for a sync on
+            // every round: one asked for while later writes were still in flight does not cover
+            // them, and nothing else would ask again.
+            if matches!(self.config.sync, SyncPolicy::EveryN(_)) {
+                self.flush();
+            }
             self.process(engine)?;
             if self.durable >= seq {
                 return Ok(());
