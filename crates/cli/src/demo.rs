@@ -15,10 +15,10 @@ use crate::{sys, Global};
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
-    /// The libOS (config key `libos`; default kernel): kernel and uring run on loopback, sim on
-    /// the in-process simulated wire.
-    #[arg(long, value_parser = parse_libos)]
-    libos: Option<LibOsName>,
+    /// The libOS (default sim: our TCP/IP stack over the in-process simulated wire, no
+    /// privileges needed); kernel and uring run on loopback.
+    #[arg(long, value_parser = parse_libos, default_value = "sim")]
+    libos: LibOsName,
     /// Seconds to measure (after a 0.2 s warm-up): the demo takes this long however busy the
     /// machine is.
     #[arg(long, value_name = "S", default_value_t = 1.0)]
@@ -30,7 +30,7 @@ pub(crate) struct Args {
 
 pub(crate) fn run(global: &Global, args: Args) -> Result<(), CliError> {
     let file = &global.file;
-    let name = args.libos.unwrap_or(file.bypass.libos);
+    let name = args.libos;
     let listen = ephemeral_listen(name);
     let duration = seconds(args.duration, "--duration")?;
     // Both ends spin: on one CPU each round trip would wait for the other's time slice, so
