@@ -103,7 +103,7 @@ fn demo_runs_and_prints_a_latency_summary() {
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
     for needle in [
-        "kernel libOS on loopback",
+        "user-space TCP/IP stack over the in-process simulated wire",
         "every byte checked",
         "p50",
         "p99.9",
