@@ -73,18 +73,7 @@ impl KernelEngine {
     }
 
     pub(crate) fn socket(&mut self, kind: SocketKind) -> Result<u32> {
-        let ty = match kind {
-            SocketKind::Stream => libc::SOCK_STREAM,
-            SocketKind::Datagram => libc::SOCK_DGRAM,
-        };
-        let fd = sys::socket(ty).map_err(|e| Error::os(e, "socket"))?;
-        if kind == SocketKind::Stream {
-            // Latency over batching; and a restarted server rebinds at once past TIME_WAIT.
-            sys::set_int_option(&fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)
-                .map_err(|e| Error::os(e, "setsockopt(TCP_NODELAY)"))?;
-            sys::set_int_option(&fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)
-                .map_err(|e| Error::os(e, "setsockopt(SO_REUSEADDR)"))?;
-        }
+        let fd = rules::open_socket(kind)?;
         self.add(fd, kind, State::Fresh)
     }
 

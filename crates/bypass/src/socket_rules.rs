@@ -3,8 +3,10 @@
 
 use std::io;
 use std::net::SocketAddrV4;
+use std::os::fd::OwnedFd;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::sys;
 use crate::types::{QValue, SocketKind};
 
 /// Largest UDP payload over IPv4.
@@ -159,4 +161,21 @@ pub(crate) fn connection_error(e: io::Error, doing: &str) -> Error {
         ),
         _ => Error::os(e, doing),
     }
+}
+
+/// A new non-blocking Linux socket of `kind`; streams get TCP_NODELAY (latency over batching)
+/// and SO_REUSEADDR (a restarted server rebinds at once past TIME-WAIT).
+pub(crate) fn open_socket(kind: SocketKind) -> Result<OwnedFd> {
+    let ty = match kind {
+        SocketKind::Stream => libc::SOCK_STREAM,
+        SocketKind::Datagram => libc::SOCK_DGRAM,
+    };
+    let fd = sys::socket(ty).map_err(|e| Error::os(e, "socket"))?;
+    if kind == SocketKind::Stream {
+        sys::set_int_option(&fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)
+            .map_err(|e| Error::os(e, "setsockopt(TCP_NODELAY)"))?;
+        sys::set_int_option(&fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)
+            .map_err(|e| Error::os(e, "setsockopt(SO_REUSEADDR)"))?;
+    }
+    Ok(fd)
 }
