@@ -46,8 +46,11 @@ use bypass::{
 };
 use bypass_devices::netns;
 use bypass_devices::topo::{Topology, TopologySpec};
+use common::linger;
 
 /// The longest any single wait may take before the test fails (instead of hanging).
+mod common;
+
 const WAIT: Duration = Duration::from_secs(30);
 const WAIT_OPT: Option<Duration> = Some(WAIT);
 
@@ -397,14 +400,6 @@ fn wait_for_signal(libos: &mut LibOs, signal: &mpsc::Receiver<()>, what: &str) {
     }
 }
 
-/// Keeps the libOS running for `d` (so FINs and ACKs go out before it is dropped).
-fn linger(libos: &mut LibOs, d: Duration) {
-    let end = Instant::now() + d;
-    while Instant::now() < end {
-        libos.poll().expect("the libOS polls");
-    }
-}
-
 /// Waits for `qt`; a wait longer than [`WAIT`] is a hang and fails the test.
 fn wait(libos: &mut LibOs, qt: QToken, what: &str) -> QValue {
     libos
@@ -605,37 +600,7 @@ fn bypass_echo_server(
 ) -> u64 {
     let l = listen_bypass(libos, at, 256);
     ready.send(()).unwrap();
-    let mut echoed = 0u64;
-    let mut tokens = vec![libos.accept(l).unwrap()];
-    let (mut accepted, mut open) = (0, 0);
-    while accepted < conns || open > 0 {
-        let (i, r) = libos.wait_any(&tokens, WAIT_OPT).unwrap_or_else(|e| {
-            panic!("the bypass echo server waited {WAIT:?} ({accepted} of {conns} accepted, {open} open): {e}")
-        });
-        tokens.swap_remove(i);
-        match r.value {
-            QValue::Accepted { qd, .. } => {
-                accepted += 1;
-                open += 1;
-                tokens.push(libos.pop(qd).unwrap());
-                if accepted < conns {
-                    tokens.push(libos.accept(l).unwrap());
-                }
-            }
-            QValue::Popped { sga, .. } => {
-                echoed += sga.len() as u64;
-                tokens.push(libos.push(r.qd, sga).unwrap());
-                tokens.push(libos.pop(r.qd).unwrap());
-            }
-            QValue::Pushed { .. } => {}
-            QValue::EndOfStream => {
-                open -= 1;
-                libos.close(r.qd).unwrap();
-            }
-            QValue::Failed(e) if e.kind() == ErrorKind::Canceled => {}
-            other => panic!("the bypass echo server got {other:?}"),
-        }
-    }
+    let echoed = common::echo_server(libos, l, conns, WAIT);
     libos.close(l).unwrap();
     linger(libos, Duration::from_millis(200));
     echoed

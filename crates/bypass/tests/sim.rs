@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use bypass::{Config, ErrorKind, LibOs, LibOsName, QValue, SocketKind};
 
+mod common;
+
 const LONG: Option<Duration> = Some(Duration::from_secs(30));
 
 fn sim(wire: &str, ip: &str) -> LibOs {
@@ -31,40 +33,9 @@ fn echo_server(
         libos.bind(l, "10.0.0.1:7".parse().unwrap()).unwrap();
         libos.listen(l, 64).unwrap();
         ready.send(()).unwrap();
-        let mut echoed = 0u64;
-        let mut tokens = vec![libos.accept(l).unwrap()];
-        let mut accepted = 0;
-        let mut open = 0;
-        while accepted < conns || open > 0 {
-            let (i, r) = libos.wait_any(&tokens, LONG).expect("server waits");
-            tokens.swap_remove(i);
-            match r.value {
-                QValue::Accepted { qd, .. } => {
-                    accepted += 1;
-                    open += 1;
-                    tokens.push(libos.pop(qd).unwrap());
-                    if accepted < conns {
-                        tokens.push(libos.accept(l).unwrap());
-                    }
-                }
-                QValue::Popped { sga, .. } => {
-                    echoed += sga.len() as u64;
-                    tokens.push(libos.push(r.qd, sga).unwrap());
-                    tokens.push(libos.pop(r.qd).unwrap());
-                }
-                QValue::Pushed { .. } => {}
-                QValue::EndOfStream => {
-                    open -= 1;
-                    // Drop the queue's other pending tokens before closing it.
-                    libos.close(r.qd).unwrap();
-                    tokens.retain(|t| libos.is_done(*t).is_ok());
-                }
-                QValue::Failed(e) if e.kind() == ErrorKind::Canceled => {}
-                other => panic!("server got {other:?}"),
-            }
-        }
+        let echoed = common::echo_server(&mut libos, l, conns, LONG.unwrap());
         // Let the last FIN/ACKs out before the stack goes away.
-        let _ = libos.wait_next_n(1, Some(Duration::from_millis(50)), |_| true);
+        common::linger(&mut libos, Duration::from_millis(50));
         echoed
     })
 }
