@@ -24,18 +24,40 @@ pub(crate) enum SocketState {
 
 use SocketState as State;
 
-pub(crate) fn check_bind(state: State) -> Result<()> {
-    if state != State::Fresh {
+/// Binds a fresh socket to `addr`.
+pub(crate) fn bind(fd: &OwnedFd, state: &mut State, addr: SocketAddrV4) -> Result<()> {
+    if *state != State::Fresh {
         return Err(Error::new(
             ErrorKind::InvalidArgument,
             "the socket is already bound",
         ));
     }
+    sys::bind(fd, addr).map_err(|e| bind_error(e, addr))?;
+    *state = State::Bound;
     Ok(())
 }
 
+/// Makes a bound stream socket listen.
+pub(crate) fn listen(
+    fd: &OwnedFd,
+    kind: SocketKind,
+    state: &mut State,
+    backlog: usize,
+) -> Result<()> {
+    check_listen(kind, *state)?;
+    let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
+    sys::listen(fd, backlog).map_err(|e| Error::os(e, "listen"))?;
+    *state = State::Listening;
+    Ok(())
+}
+
+/// The address a socket is bound to.
+pub(crate) fn local_addr(fd: &OwnedFd) -> Result<SocketAddrV4> {
+    sys::local_addr(fd).map_err(|e| Error::os(e, "getsockname"))
+}
+
 /// The error of a failed bind(2), naming the address.
-pub(crate) fn bind_error(e: io::Error, addr: SocketAddrV4) -> Error {
+fn bind_error(e: io::Error, addr: SocketAddrV4) -> Error {
     match e.raw_os_error() {
         Some(libc::EADDRINUSE) => Error::new(
             ErrorKind::AddressInUse,
@@ -49,7 +71,7 @@ pub(crate) fn bind_error(e: io::Error, addr: SocketAddrV4) -> Error {
     }
 }
 
-pub(crate) fn check_listen(kind: SocketKind, state: State) -> Result<()> {
+fn check_listen(kind: SocketKind, state: State) -> Result<()> {
     if kind != SocketKind::Stream {
         return Err(Error::new(
             ErrorKind::WrongQueueKind,

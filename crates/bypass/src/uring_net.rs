@@ -298,24 +298,16 @@ impl UringEngine {
 
     pub(crate) fn bind(&mut self, key: u32, addr: SocketAddrV4) -> Result<()> {
         let s = self.get(key)?;
-        rules::check_bind(s.state)?;
-        sys::bind(&s.fd, addr).map_err(|e| rules::bind_error(e, addr))?;
-        s.state = State::Bound;
-        Ok(())
+        rules::bind(&s.fd, &mut s.state, addr)
     }
 
     pub(crate) fn listen(&mut self, key: u32, backlog: usize) -> Result<()> {
         let s = self.get(key)?;
-        rules::check_listen(s.kind, s.state)?;
-        let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
-        sys::listen(&s.fd, backlog).map_err(|e| Error::os(e, "listen"))?;
-        s.state = State::Listening;
-        Ok(())
+        rules::listen(&s.fd, s.kind, &mut s.state, backlog)
     }
 
     pub(crate) fn local_addr(&mut self, key: u32) -> Result<SocketAddrV4> {
-        let s = self.get(key)?;
-        sys::local_addr(&s.fd).map_err(|e| Error::os(e, "getsockname"))
+        rules::local_addr(&self.get(key)?.fd)
     }
 
     pub(crate) fn accept(&mut self, key: u32) -> Result<Op> {
