@@ -14,7 +14,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, Weak};
 
 use bypass_runtime::{Buffer, BufferPool, PoolConfig};
 
@@ -183,21 +183,13 @@ impl HubPort {
 }
 
 /// Copies `data` into a spare frame and queues it on `inbox`; false if the inbox is full.
-fn deliver(
-    inbox: &Mutex<VecDeque<Frame>>,
-    limit: usize,
-    data: &[u8],
-    spare: &mut Vec<Frame>,
-) -> bool {
+fn deliver(q: &mut VecDeque<Frame>, limit: usize, data: &[u8], spare: &mut Vec<Frame>) -> bool {
+    if q.len() >= limit {
+        return false;
+    }
     let mut frame = spare.pop().unwrap_or_else(|| Vec::with_capacity(2048));
     frame.clear();
     frame.extend_from_slice(data);
-    let mut q = inbox.lock().expect("hub inbox poisoned");
-    if q.len() >= limit {
-        drop(q);
-        spare.push(frame);
-        return false;
-    }
     q.push_back(frame);
     true
 }
@@ -251,6 +243,9 @@ impl Device for HubPort {
         }
         let limit = inner.config.rx_queue;
         let ports = inner.ports.read().expect("hub poisoned");
+        // A burst mostly goes to one port: keep its inbox locked across consecutive frames
+        // instead of taking the lock once per frame.
+        let mut held: Option<(usize, MutexGuard<'_, VecDeque<Frame>>)> = None;
         for frame in frames.drain(..) {
             self.stats.tx_frames += 1;
             self.stats.tx_bytes += frame.len() as u64;
@@ -261,25 +256,41 @@ impl Device for HubPort {
             let dst: [u8; 6] = frame[..6].try_into().expect("length checked");
             let unicast = dst[0] & 1 == 0;
             let target = unicast
-                .then(|| ports.iter().flatten().find(|p| p.mac == dst))
+                .then(|| {
+                    ports
+                        .iter()
+                        .position(|p| p.as_ref().is_some_and(|p| p.mac == dst))
+                })
                 .flatten();
-            match target {
-                Some(p) => {
-                    if !deliver(&p.inbox, limit, &frame, &mut self.spares) {
-                        inner.dropped.fetch_add(1, Ordering::Relaxed);
+            let delivered = match target {
+                Some(i) => {
+                    if held.as_ref().map(|(h, _)| *h) != Some(i) {
+                        // One inbox locked at a time: two ports sending to each other must
+                        // not each hold one inbox while waiting for the other.
+                        drop(held.take());
+                        let inbox = &ports[i].as_ref().expect("found above").inbox;
+                        held = Some((i, inbox.lock().expect("hub inbox poisoned")));
                     }
+                    let (_, q) = held.as_mut().expect("locked above");
+                    deliver(q, limit, &frame, &mut self.spares)
                 }
                 None => {
+                    // Broadcast and unknown destinations: every other port (a drop counted
+                    // per port that had no room).
+                    drop(held.take());
                     for (i, p) in ports.iter().enumerate() {
-                        if let Some(p) = p {
-                            if i != self.index
-                                && !deliver(&p.inbox, limit, &frame, &mut self.spares)
-                            {
+                        if let Some(p) = p.as_ref().filter(|_| i != self.index) {
+                            let mut q = p.inbox.lock().expect("hub inbox poisoned");
+                            if !deliver(&mut q, limit, &frame, &mut self.spares) {
                                 inner.dropped.fetch_add(1, Ordering::Relaxed);
                             }
                         }
                     }
+                    true
                 }
+            };
+            if !delivered {
+                inner.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
         n
