@@ -16,7 +16,9 @@ use bypass_runtime::{Buffer, BufferPool, Sga};
 use crate::error::{Error, ErrorKind, Result};
 use crate::queue::{QueueKind, QueueTable};
 use crate::slab::Slab;
-use crate::socket_rules::{self as rules, canceled, connection_error, SocketState as State};
+use crate::socket_rules::{
+    self as rules, canceled, connection_error, pool_exhausted, SocketState as State,
+};
 use crate::sys;
 use crate::turns::{Turns, Waiters};
 use crate::types::{QValue, SocketKind};
@@ -422,13 +424,7 @@ impl Op {
                 }
                 let Some(mut buf) = k.spare.take().or_else(|| k.pool.alloc()) else {
                     s.pops.finish(*turn);
-                    return Poll::Ready(QValue::Failed(Error::new(
-                        ErrorKind::NoBufferSpace,
-                        format!(
-                            "receive buffer pool exhausted ({} chunks in use); drop popped data sooner or raise pool.large",
-                            k.pool.chunks()
-                        ),
-                    )));
+                    return Poll::Ready(QValue::Failed(pool_exhausted(&k.pool)));
                 };
                 let room = buf.tailroom();
                 let result = match s.kind {

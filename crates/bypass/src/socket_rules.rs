@@ -5,6 +5,8 @@ use std::io;
 use std::net::SocketAddrV4;
 use std::os::fd::OwnedFd;
 
+use bypass_runtime::BufferPool;
+
 use crate::error::{Error, ErrorKind, Result};
 use crate::sys;
 use crate::types::{QValue, SocketKind};
@@ -200,4 +202,15 @@ pub(crate) fn open_socket(kind: SocketKind) -> Result<OwnedFd> {
             .map_err(|e| Error::os(e, "setsockopt(SO_REUSEADDR)"))?;
     }
     Ok(fd)
+}
+
+/// The error of a receive that found the receive buffer pool empty.
+pub(crate) fn pool_exhausted(pool: &BufferPool) -> Error {
+    Error::new(
+        ErrorKind::NoBufferSpace,
+        format!(
+            "receive buffer pool exhausted ({} chunks in use); drop popped data sooner or raise pool.large",
+            pool.chunks()
+        ),
+    )
 }

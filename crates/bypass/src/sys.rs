@@ -23,7 +23,8 @@ fn check_size(ret: isize) -> io::Result<usize> {
     }
 }
 
-fn to_sockaddr(addr: SocketAddrV4) -> libc::sockaddr_in {
+/// `addr` as the kernel's `sockaddr_in`.
+pub(crate) fn to_sockaddr(addr: SocketAddrV4) -> libc::sockaddr_in {
     libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: addr.port().to_be(),
@@ -34,7 +35,8 @@ fn to_sockaddr(addr: SocketAddrV4) -> libc::sockaddr_in {
     }
 }
 
-fn from_sockaddr(sa: &libc::sockaddr_in) -> SocketAddrV4 {
+/// The address a kernel `sockaddr_in` holds.
+pub(crate) fn from_sockaddr(sa: &libc::sockaddr_in) -> SocketAddrV4 {
     SocketAddrV4::new(
         Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr)),
         u16::from_be(sa.sin_port),

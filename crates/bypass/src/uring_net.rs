@@ -31,7 +31,9 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use crate::error::{Error, ErrorKind, Result};
 use crate::queue::{QueueKind, QueueTable};
 use crate::slab::Slab;
-use crate::socket_rules::{self as rules, canceled, connection_error, SocketState as State};
+use crate::socket_rules::{
+    self as rules, canceled, connection_error, pool_exhausted, SocketState as State,
+};
 use crate::sys;
 use crate::turns::{Turns, Waiters};
 use crate::types::{QValue, SocketKind};
@@ -131,7 +133,10 @@ impl Socket {
             eof: false,
             rx_error: None,
             rx: None,
-            connect_to: Box::new(sockaddr(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))),
+            connect_to: Box::new(sys::to_sockaddr(SocketAddrV4::new(
+                Ipv4Addr::UNSPECIFIED,
+                0,
+            ))),
             connect_result: None,
             tx: None,
             spare_tx: None,
@@ -445,7 +450,7 @@ impl UringEngine {
 
     fn start_connect(&mut self, key: u32, remote: SocketAddrV4) -> Result<()> {
         let s = self.get(key)?;
-        *s.connect_to = sockaddr(remote);
+        *s.connect_to = sys::to_sockaddr(remote);
         let entry = opcode::Connect::new(
             types::Fd(s.fd.as_raw_fd()),
             (&*s.connect_to as *const libc::sockaddr_in).cast(),
@@ -472,7 +477,7 @@ impl UringEngine {
             },
             // SAFETY: msghdr is plain old data; all-zero is a valid (empty) value.
             msg: unsafe { std::mem::zeroed() },
-            from: sockaddr(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)),
+            from: sys::to_sockaddr(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)),
             result: None,
         });
         rx.msg.msg_name = (&mut rx.from as *mut libc::sockaddr_in).cast();
@@ -643,7 +648,7 @@ impl UringEngine {
                 s.connect_result = Some(if res >= 0 {
                     Ok(())
                 } else {
-                    let doing = format!("connect to {}", from_sockaddr(&s.connect_to));
+                    let doing = format!("connect to {}", sys::from_sockaddr(&s.connect_to));
                     Err(connection_error(io::Error::from_raw_os_error(-res), &doing))
                 });
                 s.writers.wake_all();
@@ -652,7 +657,7 @@ impl UringEngine {
             t if t == Tag::RecvMsg as u8 => {
                 if let Some(rx) = &mut s.rx {
                     rx.result = Some(if res >= 0 {
-                        Ok((res as usize, from_sockaddr(&rx.from)))
+                        Ok((res as usize, sys::from_sockaddr(&rx.from)))
                     } else {
                         Err(connection_error(io::Error::from_raw_os_error(-res), "pop"))
                     });
@@ -783,34 +788,6 @@ pub(crate) enum Op {
     },
 }
 
-fn pool_exhausted(pool: &BufferPool) -> Error {
-    Error::new(
-        ErrorKind::NoBufferSpace,
-        format!(
-            "receive buffer pool exhausted ({} chunks in use); drop popped data sooner or raise pool.large",
-            pool.chunks()
-        ),
-    )
-}
-
-fn sockaddr(addr: SocketAddrV4) -> libc::sockaddr_in {
-    libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: addr.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(*addr.ip()).to_be(),
-        },
-        sin_zero: [0; 8],
-    }
-}
-
-fn from_sockaddr(sa: &libc::sockaddr_in) -> SocketAddrV4 {
-    SocketAddrV4::new(
-        Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr)),
-        u16::from_be(sa.sin_port),
-    )
-}
-
 impl Op {
     pub(crate) fn poll(
         &mut self,
@@ -932,7 +909,7 @@ impl Op {
                     tx.sga = sga;
                     tx.total = total;
                     tx.sent = 0;
-                    tx.to = to.map(sockaddr);
+                    tx.to = to.map(sys::to_sockaddr);
                     tx.result = None;
                     s.tx = Some(tx);
                     s.writers.park(cx.waker());
