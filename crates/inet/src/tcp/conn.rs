@@ -1712,13 +1712,9 @@ impl Tcb {
             &no_csum,
         );
         if iface.caps.tcp.tx() {
-            let sum = bypass_wire::checksum::checksum_ipv4_upper(
-                self.local.0,
-                self.remote.0,
-                IpProtocol::Tcp,
-                &frame,
-            );
-            frame.as_mut_slice()[16..18].copy_from_slice(&sum.to_be_bytes());
+            // Over header and payload at once (the payload is already in place behind it).
+            TcpPacket::new_unchecked(frame.as_mut_slice())
+                .fill_checksum(self.local.0, self.remote.0);
         }
         debug_assert!(frame.len() + IPV4_HEADER_LEN <= iface.mtu);
         if let Some(a) = ack_number {
