@@ -14,6 +14,7 @@
 
 use std::io;
 use std::os::fd::OwnedFd;
+use std::time::{Duration, Instant};
 
 use bypass_runtime::{Buffer, BufferPool, PoolConfig};
 
@@ -24,6 +25,8 @@ const NEEDS: &str = "root or CAP_NET_ADMIN (to create or attach a TAP interface)
 const INSTEAD: &str =
     "try --libos kernel, or create it first with `ip tuntap add NAME mode tap user USER`";
 const ETH_HLEN: usize = 14;
+/// How long an attach keeps retrying while a previous TAP of the same name is torn down.
+const ATTACH_BUSY_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How to open a TAP device.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -106,7 +109,23 @@ impl Tap {
             }
         })?;
         let flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
-        let name = os::tun_set_iff(&fd, name, flags).map_err(err("attach (TUNSETIFF)"))?;
+        // Closing the last file of a TAP tears its interface down after the close returns;
+        // attaching to the same name meanwhile answers EBUSY. Retry for a short while, as the
+        // AF_XDP device does for its bind.
+        let start = Instant::now();
+        let mut delay = Duration::from_millis(2);
+        let name = loop {
+            match os::tun_set_iff(&fd, name, flags) {
+                Err(e)
+                    if e.raw_os_error() == Some(libc::EBUSY)
+                        && start.elapsed() < ATTACH_BUSY_TIMEOUT =>
+                {
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_millis(50));
+                }
+                result => break result.map_err(err("attach (TUNSETIFF)"))?,
+            }
+        };
         if config.bring_up {
             os::if_set_up(&name).map_err(err("bring-up"))?;
         }
