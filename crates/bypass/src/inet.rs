@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 
 use bypass_devices::Device;
 use bypass_inet::{Error as StackError, Interest, SocketHandle, Stack, TcpState};
-use bypass_runtime::{Clock, Sga};
+use bypass_runtime::Sga;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::queue::{QueueKind, QueueTable};
@@ -62,7 +62,6 @@ impl Socket {
 pub(crate) struct InetEngine {
     stack: Stack<AnyDevice>,
     sockets: Slab<Socket>,
-    clock: Clock,
     /// Scratch for datagrams pushed as several segments.
     gather: Vec<u8>,
     next_port: u16,
@@ -94,19 +93,18 @@ fn closed() -> Error {
 }
 
 impl InetEngine {
-    pub(crate) fn new(stack: Stack<AnyDevice>, clock: Clock, max_sockets: usize) -> InetEngine {
+    pub(crate) fn new(stack: Stack<AnyDevice>, max_sockets: usize) -> InetEngine {
         InetEngine {
             stack,
             sockets: Slab::new(max_sockets),
-            clock,
             gather: Vec::new(),
             next_port: 49152,
         }
     }
 
-    /// Lets the stack receive, run its timers and send. Returns whether anything happened.
-    pub(crate) fn poll(&mut self) -> bool {
-        let now = self.clock.now();
+    /// Lets the stack receive, run its timers and send at time `now`. Returns whether
+    /// anything happened.
+    pub(crate) fn poll(&mut self, now: bypass_runtime::Instant) -> bool {
         self.stack.poll(now)
     }
 
@@ -608,7 +606,6 @@ fn connect_error(e: StackError, doing: &str) -> Error {
 pub(crate) fn open(
     config: &crate::Config,
     frames: &bypass_runtime::BufferPool,
-    clock: Clock,
 ) -> Result<InetEngine> {
     use crate::config::LibOsName;
     use bypass_devices::hub::{Hub, HubConfig};
@@ -681,7 +678,7 @@ pub(crate) fn open(
     tcp.timestamps = t.timestamps;
     tcp.window_scaling = t.window_scaling;
     let stack = Stack::new(device, stack_config);
-    Ok(InetEngine::new(stack, clock, config.limits.max_queues))
+    Ok(InetEngine::new(stack, config.limits.max_queues))
 }
 
 /// Opens the AF_XDP, AF_PACKET or TAP device the configuration names, in its namespace.

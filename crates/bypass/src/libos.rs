@@ -52,9 +52,10 @@ pub(crate) struct Engines {
 }
 
 impl Engines {
-    /// Moves every engine's I/O forward once. `block_ms` > 0 lets an engine sleep in the kernel
-    /// that long when it has nothing to do. Returns whether anything happened.
-    fn poll(&mut self, block_ms: i32) -> Result<bool> {
+    /// Moves every engine's I/O forward once, at time `now`. `block_ms` > 0 lets an engine
+    /// sleep in the kernel that long when it has nothing to do. Returns whether anything
+    /// happened.
+    fn poll(&mut self, now: Instant, block_ms: i32) -> Result<bool> {
         let mut progress = false;
         // With storage I/O in flight the network engines must not sleep past its completions.
         // Nor while a shared-memory pop waits (its channel has no fd to sleep on with them).
@@ -67,7 +68,7 @@ impl Engines {
             progress |= u.poll(if storage_busy { 0 } else { block_ms })?;
         }
         if let Some(i) = &mut self.inet {
-            progress |= i.poll();
+            progress |= i.poll(now);
         }
         if let Some(s) = &mut self.storage {
             let alone = self.kernel.is_none() && self.uring.is_none() && self.inet.is_none();
@@ -242,7 +243,7 @@ impl LibOs {
                 uring = Some(UringEngine::new(large.clone(), config.limits.max_queues)?)
             }
             LibOsName::Sim | LibOsName::Xdp | LibOsName::Packet | LibOsName::Tap => {
-                inet = Some(inet::open(&config, &frames, clock.clone())?)
+                inet = Some(inet::open(&config, &frames)?)
             }
         }
         Ok(LibOs {
@@ -705,7 +706,8 @@ impl LibOs {
 
     /// Drives I/O once without waiting: engines, then woken operations.
     pub fn poll(&mut self) -> Result<()> {
-        self.engines.poll(0)?;
+        let now = self.engines.clock.now();
+        self.engines.poll(now, 0)?;
         self.run_ready();
         Ok(())
     }
@@ -716,21 +718,24 @@ impl LibOs {
 
     /// One turn of the event loop; `TimedOut` once `deadline` has passed.
     fn turn(&mut self, deadline: Option<Instant>) -> Result<()> {
+        // One clock reading per turn serves the engines and the deadline; only a turn that
+        // may have slept reads the clock again.
+        let mut now = self.engines.clock.now();
         let block_ms = match self.config.poll {
             PollMode::Spin => 0,
             PollMode::Block if self.scheduler.has_ready() => 0,
             PollMode::Block => match deadline {
                 None => 10,
-                Some(d) => {
-                    let left = d.saturating_duration_since(self.engines.clock.now());
-                    left.as_millis().clamp(0, 10) as i32
-                }
+                Some(d) => d.saturating_duration_since(now).as_millis().clamp(0, 10) as i32,
             },
         };
-        self.engines.poll(block_ms)?;
+        self.engines.poll(now, block_ms)?;
         self.run_ready();
         if let Some(d) = deadline {
-            if self.engines.clock.now() >= d {
+            if block_ms > 0 {
+                now = self.engines.clock.now();
+            }
+            if now >= d {
                 return Err(Error::new(
                     ErrorKind::TimedOut,
                     "the wait timed out; the token stays valid",

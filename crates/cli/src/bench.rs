@@ -69,7 +69,7 @@ pub(crate) struct StorageArgs {
 #[derive(clap::Args, Debug)]
 pub(crate) struct EchoArgs {
     /// Comma-separated libOSes to measure, e.g. kernel,uring (plus `linux`, always).
-    #[arg(long, value_delimiter = ',', value_parser = crate::topo::parse_bench_libos, default_value = "kernel")]
+    #[arg(long, value_delimiter = ',', value_parser = parse_bench_libos, default_value = "kernel")]
     libos: Vec<Option<LibOsName>>,
     /// Bytes per message.
     #[arg(long, value_name = "B", default_value_t = 64)]
@@ -90,15 +90,24 @@ pub(crate) struct EchoArgs {
     #[arg(long)]
     json: bool,
     /// Run across two network namespaces joined by a veth pair (made and removed here): each
-    /// libOS's echo server in namespace A, a spinning kernel-socket client in B; adds a bulk
-    /// echo throughput column. Needs root.
+    /// libOS's echo server in namespace A with a spinning kernel-socket client in B, and xdp
+    /// and packet also at both ends; adds a bulk echo throughput column. Needs root.
     #[arg(long, value_enum, value_name = "KIND")]
-    topo: Option<crate::topo::TopoKind>,
+    topo: Option<crate::veth_bench::TopoKind>,
     /// With --topo: MiB echoed over one connection for the throughput column.
     #[arg(long, value_name = "MIB", default_value_t = 64)]
     bulk_mib: u64,
     #[command(flatten)]
     net: crate::topo::NetArgs,
+}
+
+/// A libOS name for `bench echo --libos`, where `linux` (plain sockets, always measured)
+/// is accepted too and gives `None`.
+fn parse_bench_libos(s: &str) -> Result<Option<LibOsName>, String> {
+    if s == "linux" {
+        return Ok(None);
+    }
+    crate::config::parse_libos(s).map(Some)
 }
 
 /// What was measured of one target, over all rounds.
@@ -205,9 +214,9 @@ fn echo(global: &Global, args: EchoArgs) -> Result<(), CliError> {
                 "--topo veth makes its own namespaces and addresses; drop --netns, --iface, --ip and --gateway",
             ));
         }
-        return crate::topo::bench_veth(
+        return crate::veth_bench::bench_veth(
             &global.file,
-            &crate::topo::VethBench {
+            &crate::veth_bench::VethBench {
                 libs,
                 size: args.size,
                 count: args.count.unwrap_or(30_000),

@@ -81,6 +81,11 @@ pub(crate) struct BenchArgs {
     /// Directory for the durable runs' append-only files (default: the temp directory).
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
+    /// Run each server across a veth pair between two network namespaces (made and removed
+    /// here) instead of on loopback: the server in namespace A pinned to one CPU,
+    /// redis-benchmark in B pinned to another. Needed by --libos xdp and packet. Needs root.
+    #[arg(long, value_enum, value_name = "KIND")]
+    topo: Option<crate::veth_bench::TopoKind>,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -151,7 +156,32 @@ pub(crate) fn bench_kv(_global: &Global, args: BenchArgs) -> Result<(), CliError
             "--clients, --pipelines and --size must all be at least 1",
         ));
     }
+    let veth = args.topo.is_some();
+    if let Some(l) = args.libos.iter().find(|l| match l {
+        LibOsName::Kernel | LibOsName::Uring => false,
+        LibOsName::Xdp | LibOsName::Packet => !veth,
+        LibOsName::Sim | LibOsName::Tap => true,
+    }) {
+        let hint = match l {
+            LibOsName::Xdp | LibOsName::Packet => "add --topo veth to run it across a veth pair",
+            _ => "redis-benchmark reaches kernel and uring (and with --topo veth xdp and packet)",
+        };
+        return Err(CliError::new(format!("bench kv cannot run --libos {l}")).hint(hint));
+    }
+    if veth {
+        crate::topo::need_root("bypass bench kv --topo veth")?;
+    }
+    let cpus = if veth {
+        let cpus = sys::affinity()
+            .map_err(|e| CliError::new(format!("sched_getaffinity: {e}")))?
+            .cpus();
+        (cpus.len() >= 2).then(|| (cpus[0], cpus[1]))
+    } else {
+        None
+    };
     let opts = BenchOptions {
+        veth,
+        cpus,
         requests: args.requests,
         durable_requests: args.durable_requests,
         clients: args.clients,

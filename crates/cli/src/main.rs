@@ -14,6 +14,7 @@ mod error;
 mod kv;
 mod sys;
 mod topo;
+mod veth_bench;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

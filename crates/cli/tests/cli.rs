@@ -302,3 +302,51 @@ fn a_bad_address_is_an_error_showing_the_expected_form() {
     let out = bypass(&["echo", "serve", "--listen", "nope"]);
     assert_fails(&out, &["nope"]);
 }
+
+#[test]
+fn bench_echo_across_veth_measures_the_user_space_stack_at_both_ends() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!(
+            "SKIPPED bench_echo_across_veth_measures_the_user_space_stack_at_both_ends: needs root"
+        );
+        return;
+    }
+    let out = bypass(&[
+        "bench",
+        "echo",
+        "--libos",
+        "xdp",
+        "--topo",
+        "veth",
+        "--count",
+        "300",
+        "--rounds",
+        "1",
+        "--warmup",
+        "50",
+        "--bulk-mib",
+        "2",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let pairs: Vec<(String, String)> = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert_eq!(r["messages"], 300, "{r}");
+            assert!(r["bulk_mb_per_s"].as_f64().unwrap() > 0.0, "{r}");
+            (
+                r["server"].as_str().unwrap().to_string(),
+                r["client"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let expect = [("linux", "linux"), ("xdp", "linux"), ("xdp", "xdp")];
+    assert_eq!(
+        pairs,
+        expect.map(|(s, c)| (s.to_string(), c.to_string())).to_vec()
+    );
+}

@@ -238,6 +238,21 @@ impl Topology {
         self.spec.clone()
     }
 
+    /// Gives side A the kernel address 10.77.S.1/24, for a peer that uses kernel sockets in
+    /// namespace A (the user-space stack owns that address otherwise).
+    pub fn add_kernel_address_a(&self) -> io::Result<()> {
+        let s = &self.spec;
+        let addr = format!("{}/24", fmt_ip(s.ip_a()));
+        ip(&["-n", &s.ns_a, "addr", "replace", &addr, "dev", &s.dev_a]).map(drop)
+    }
+
+    /// Removes side B's kernel address, so a user-space stack can own 10.77.S.2 there without
+    /// the kernel answering ARP for it or resetting its connections.
+    pub fn remove_kernel_address_b(&self) -> io::Result<()> {
+        let s = &self.spec;
+        ip(&["-n", &s.ns_b, "addr", "flush", "dev", &s.dev_b]).map(drop)
+    }
+
     /// Runs `f` on a thread inside namespace A.
     pub fn in_a<T: Send>(&self, f: impl FnOnce() -> T + Send) -> io::Result<T> {
         netns::run_in(&self.spec.ns_a, f)

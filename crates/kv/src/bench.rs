@@ -15,8 +15,8 @@
 
 use std::fmt;
 use std::io::{Read, Write};
-use std::net::{SocketAddrV4, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
@@ -26,6 +26,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use bypass::{Config, Error, ErrorKind, LibOs, LibOsName, PollMode, Result};
+use bypass_devices::netns;
+use bypass_devices::topo::{Topology, TopologySpec};
 
 use crate::aof::{AofFormat, FsyncPolicy};
 use crate::server::{AofOptions, ServeOptions, Server, ServerLimits};
@@ -62,6 +64,12 @@ pub struct BenchOptions {
     pub redis_benchmark: PathBuf,
     /// Longest one redis-benchmark run may take before the benchmark gives up on it.
     pub run_timeout: Duration,
+    /// Run every server across a veth pair between two network namespaces (made and removed
+    /// here; needs root) instead of on loopback: the server in namespace A, redis-benchmark in
+    /// B. `xdp` and `packet` need this.
+    pub veth: bool,
+    /// CPUs to pin (redis-benchmark, the server) to, in veth runs.
+    pub cpus: Option<(usize, usize)>,
 }
 
 impl Default for BenchOptions {
@@ -82,6 +90,8 @@ impl Default for BenchOptions {
             redis_server: "redis-server".into(),
             redis_benchmark: "redis-benchmark".into(),
             run_timeout: Duration::from_secs(300),
+            veth: false,
+            cpus: None,
         }
     }
 }
@@ -177,9 +187,18 @@ pub fn bench(opts: &BenchOptions) -> Result<Report> {
         } else {
             opts.requests
         };
-        let mut measure = |server: &str, addr: SocketAddrV4, rows: &mut Vec<Row>| -> Result<()> {
+        let mut measure = |server: &str, site: &Site, addr: SocketAddrV4, rows: &mut Vec<Row>| {
             for (c, p) in combos(opts, durable) {
-                let out = run_benchmark(opts, addr, &tests(durable), requests, c, p, &mut command)?;
+                let out = run_benchmark(
+                    opts,
+                    site,
+                    addr,
+                    &tests(durable),
+                    requests,
+                    c,
+                    p,
+                    &mut command,
+                )?;
                 rows.extend(out.into_iter().map(|(test, rps, p50, p99)| Row {
                     server: server.to_string(),
                     durable,
@@ -192,12 +211,13 @@ pub fn bench(opts: &BenchOptions) -> Result<Report> {
                     vs_redis: None,
                 }));
             }
-            Ok(())
+            Ok::<(), Error>(())
         };
         // redis-server.
         {
-            let redis = RedisServer::start(opts, &dir, durable)?;
-            measure("redis-server", redis.addr, &mut rows)?;
+            let site = Site::new(opts, true)?;
+            let redis = RedisServer::start(opts, &site, &dir, durable)?;
+            measure("redis-server", &site, redis.addr, &mut rows)?;
         }
         // This server, on each libOS.
         for &libos in &opts.libos {
@@ -206,15 +226,16 @@ pub fn bench(opts: &BenchOptions) -> Result<Report> {
                 fsync: FsyncPolicy::Always,
                 format: opts.aof_format,
             });
-            let ours = InProcessServer::start(libos, opts.poll, aof)?;
-            measure(&format!("bypass/{libos}"), ours.addr, &mut rows)?;
+            let site = Site::new(opts, uses_kernel_stack(libos))?;
+            let ours = InProcessServer::start(opts, &site, libos, aof)?;
+            measure(&format!("bypass/{libos}"), &site, ours.addr, &mut rows)?;
             ours.stop()?;
         }
         // Servers run elsewhere; their durability is whatever they were started with, so they
         // appear in the plain rows only.
         if !durable {
             for (name, addr) in &opts.external {
-                measure(name, *addr, &mut rows)?;
+                measure(name, &Site::Loopback, *addr, &mut rows)?;
             }
         }
     }
@@ -267,8 +288,10 @@ fn combos(opts: &BenchOptions, durable: bool) -> Vec<(u32, u32)> {
 type Measured = (String, f64, Option<f64>, Option<f64>);
 
 /// Runs redis-benchmark once; returns (test, requests/s, p50 ms, p99 ms) per test.
+#[allow(clippy::too_many_arguments)]
 fn run_benchmark(
     opts: &BenchOptions,
+    site: &Site,
     addr: SocketAddrV4,
     tests: &[&str],
     requests: u64,
@@ -298,7 +321,8 @@ fn run_benchmark(
     if command.is_empty() {
         *command = format!("{} {}", opts.redis_benchmark.display(), args.join(" "));
     }
-    let child = Command::new(&opts.redis_benchmark)
+    let child = site
+        .client_command(&opts.redis_benchmark, opts.cpus.map(|(c, _)| c))
         .args(&args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -408,6 +432,115 @@ pub fn parse_csv(text: &str) -> Vec<Measured> {
         .collect()
 }
 
+/// Whether this server on `libos` uses the kernel's TCP/IP (and so needs a kernel address).
+fn uses_kernel_stack(libos: LibOsName) -> bool {
+    matches!(libos, LibOsName::Kernel | LibOsName::Uring)
+}
+
+/// Where one server runs and where redis-benchmark reaches it from.
+enum Site {
+    /// Both on loopback, in this namespace.
+    Loopback,
+    /// The server in namespace A of a veth topology of its own, redis-benchmark in B.
+    Veth(Topology),
+}
+
+/// The server's port across a veth pair (the namespaces are fresh, so it is free).
+const VETH_PORT: u16 = 6379;
+
+impl Site {
+    /// A loopback site, or with [`BenchOptions::veth`] a fresh veth topology, whose side A
+    /// has a kernel address if the server uses kernel sockets.
+    fn new(opts: &BenchOptions, kernel_stack: bool) -> Result<Site> {
+        if !opts.veth {
+            return Ok(Site::Loopback);
+        }
+        let topo = Topology::up(TopologySpec::unique()).map_err(|e| {
+            Error::os(
+                e,
+                "cannot create a veth topology (needs root, iproute2 and ethtool)",
+            )
+        })?;
+        if kernel_stack {
+            topo.add_kernel_address_a()
+                .map_err(|e| Error::os(e, "cannot give namespace A its kernel address"))?;
+        }
+        Ok(Site::Veth(topo))
+    }
+
+    /// The address the server listens on; port 0 on loopback asks for a free one.
+    fn listen(&self) -> SocketAddrV4 {
+        match self {
+            Site::Loopback => SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0),
+            Site::Veth(t) => SocketAddrV4::new(t.spec().ip_a().into(), VETH_PORT),
+        }
+    }
+
+    /// `program` run where redis-benchmark runs, on `cpu` if given.
+    fn client_command(&self, program: &Path, cpu: Option<usize>) -> Command {
+        self.command(program, self.client_ns(), cpu)
+    }
+
+    /// `program` run where the server runs, on `cpu` if given.
+    fn server_command(&self, program: &Path, cpu: Option<usize>) -> Command {
+        let ns = match self {
+            Site::Loopback => None,
+            Site::Veth(t) => Some(t.spec().ns_a.clone()),
+        };
+        self.command(program, ns, cpu)
+    }
+
+    fn client_ns(&self) -> Option<String> {
+        match self {
+            Site::Loopback => None,
+            Site::Veth(t) => Some(t.spec().ns_b.clone()),
+        }
+    }
+
+    /// `ip netns exec NS taskset -c CPU program`, leaving out what is not asked for.
+    fn command(&self, program: &Path, ns: Option<String>, cpu: Option<usize>) -> Command {
+        let mut argv: Vec<std::ffi::OsString> = Vec::new();
+        if let Some(ns) = ns {
+            argv.extend(["ip", "netns", "exec"].map(Into::into));
+            argv.push(ns.into());
+        }
+        if let Some(cpu) = cpu {
+            argv.extend(["taskset", "-c"].map(Into::into));
+            argv.push(cpu.to_string().into());
+        }
+        argv.push(program.into());
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..]);
+        cmd
+    }
+
+    /// The LibOs configuration of this server on `libos` here.
+    fn config(&self, libos: LibOsName, poll: PollMode) -> Config {
+        let mut config = Config {
+            poll,
+            ..Config::with_libos(libos)
+        };
+        if let Site::Veth(t) = self {
+            let spec = t.spec();
+            config.net.netns = Some(spec.ns_a.clone());
+            if !uses_kernel_stack(libos) {
+                config.net.iface = Some(spec.dev_a.clone());
+                config.net.ip = Some(format!("{}/24", Ipv4Addr::from(spec.ip_a())));
+            }
+        }
+        config
+    }
+
+    /// Waits until the server at `addr` answers PING from where redis-benchmark runs.
+    fn wait_for_pong(&self, addr: SocketAddrV4) -> Result<()> {
+        match self.client_ns() {
+            None => wait_for_pong(addr),
+            Some(ns) => netns::run_in(&ns, || wait_for_pong(addr))
+                .map_err(|e| Error::os(e, format!("cannot enter namespace {ns}")))?,
+        }
+    }
+}
+
 /// A free loopback port (bound, read, released: racy in principle, fine for a benchmark).
 fn free_port() -> Result<u16> {
     let l =
@@ -424,17 +557,20 @@ struct RedisServer {
 }
 
 impl RedisServer {
-    fn start(opts: &BenchOptions, dir: &std::path::Path, durable: bool) -> Result<RedisServer> {
-        let port = free_port()?;
-        let data = dir.join(format!("redis-{port}"));
+    fn start(opts: &BenchOptions, site: &Site, dir: &Path, durable: bool) -> Result<RedisServer> {
+        let mut addr = site.listen();
+        if addr.port() == 0 {
+            addr.set_port(free_port()?);
+        }
+        let data = dir.join(format!("redis-{}", addr.port()));
         std::fs::create_dir_all(&data)
             .map_err(|e| Error::os(e, format!("cannot create {}", data.display())))?;
-        let mut cmd = Command::new(&opts.redis_server);
+        let mut cmd = site.server_command(&opts.redis_server, opts.cpus.map(|(_, s)| s));
         cmd.args([
             "--port",
-            &port.to_string(),
+            &addr.port().to_string(),
             "--bind",
-            "127.0.0.1",
+            &addr.ip().to_string(),
             "--save",
             "",
         ])
@@ -458,11 +594,8 @@ impl RedisServer {
                 ),
             )
         })?;
-        let server = RedisServer {
-            child,
-            addr: SocketAddrV4::new([127, 0, 0, 1].into(), port),
-        };
-        wait_for_pong(server.addr)?;
+        let server = RedisServer { child, addr };
+        site.wait_for_pong(server.addr)?;
         Ok(server)
     }
 }
@@ -506,28 +639,34 @@ struct InProcessServer {
 }
 
 impl InProcessServer {
-    fn start(libos: LibOsName, poll: PollMode, aof: Option<AofOptions>) -> Result<InProcessServer> {
+    fn start(
+        opts: &BenchOptions,
+        site: &Site,
+        libos: LibOsName,
+        aof: Option<AofOptions>,
+    ) -> Result<InProcessServer> {
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel();
         let thread_stop = stop.clone();
+        let config = site.config(libos, opts.poll);
+        let listen = site.listen();
+        let cpu = opts.cpus.map(|(_, s)| s);
         let thread = std::thread::spawn(move || -> Result<()> {
-            let started = LibOs::new(Config {
-                poll,
-                ..Config::with_libos(libos)
-            })
-            .and_then(|mut l| {
-                let server = Server::bind(
-                    &mut l,
-                    ServeOptions {
-                        listen: SocketAddrV4::new([127, 0, 0, 1].into(), 0),
-                        aof,
-                        limits: ServerLimits::default(),
-                        stop: &thread_stop,
-                        stats: None,
-                    },
-                )?;
-                Ok((l, server))
-            });
+            let started = enter(&config, cpu)
+                .and_then(|()| LibOs::new(config))
+                .and_then(|mut l| {
+                    let server = Server::bind(
+                        &mut l,
+                        ServeOptions {
+                            listen,
+                            aof,
+                            limits: ServerLimits::default(),
+                            stop: &thread_stop,
+                            stats: None,
+                        },
+                    )?;
+                    Ok((l, server))
+                });
             match started {
                 Ok((mut l, server)) => {
                     let _ = tx.send(Ok(server.local_addr()));
@@ -542,11 +681,13 @@ impl InProcessServer {
         let addr = rx
             .recv()
             .map_err(|_| Error::new(ErrorKind::Io, "the server thread died while starting"))??;
-        Ok(InProcessServer {
+        let server = InProcessServer {
             addr,
             stop,
             thread: Some(thread),
-        })
+        };
+        site.wait_for_pong(addr)?;
+        Ok(server)
     }
 
     fn stop(mut self) -> Result<()> {
@@ -566,6 +707,21 @@ impl Drop for InProcessServer {
             let _ = t.join();
         }
     }
+}
+
+/// Puts the calling thread where `config` says a kernel-socket server runs (its network
+/// namespace) and on `cpu`.
+fn enter(config: &Config, cpu: Option<usize>) -> Result<()> {
+    if let Some(cpu) = cpu {
+        let mut set = rustix::thread::CpuSet::new();
+        set.set(cpu);
+        rustix::thread::sched_setaffinity(None, &set)
+            .map_err(|e| Error::os(e.into(), format!("cannot pin the server to CPU {cpu}")))?;
+    }
+    if let (Some(ns), true) = (&config.net.netns, uses_kernel_stack(config.libos)) {
+        netns::enter(ns).map_err(|e| Error::os(e, format!("cannot enter namespace {ns}")))?;
+    }
+    Ok(())
 }
 
 /// Removes a directory tree on drop.

@@ -42,3 +42,55 @@ fn a_small_benchmark_run_measures_every_target_and_ratio() {
         report.command
     );
 }
+
+fn namespaces_of_this_process() -> Vec<String> {
+    let prefix = format!("bypass-{}-", std::process::id());
+    std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn across_a_veth_pair_the_server_runs_on_the_user_space_stack() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED across_a_veth_pair_the_server_runs_on_the_user_space_stack: needs root");
+        return;
+    }
+    let report = bench(&BenchOptions {
+        requests: 2000,
+        clients: vec![1],
+        pipelines: vec![1, 8],
+        libos: vec![bypass::LibOsName::Kernel, bypass::LibOsName::Xdp],
+        durable: false,
+        veth: true,
+        // Pinned as the CLI pins, when there are two CPUs to pin to.
+        cpus: (std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2).then_some((0, 1)),
+        ..BenchOptions::default()
+    })
+    .expect("benchmark runs across veth (needs root, redis-server, redis-benchmark)");
+    // 3 servers x 2 tests x 2 pipelines.
+    assert_eq!(report.rows.len(), 12, "{report}");
+    for r in &report.rows {
+        assert!(r.requests_per_sec > 0.0, "{r:?}");
+        assert!(r.vs_redis.is_some(), "{r:?}");
+    }
+    assert!(
+        report.rows.iter().any(|r| r.server == "bypass/xdp"),
+        "{report}"
+    );
+    assert!(
+        report.command.contains(" -h 10.77."),
+        "redis-benchmark reaches the server across the veth pair: {}",
+        report.command
+    );
+    assert!(
+        namespaces_of_this_process().is_empty(),
+        "every topology is removed: {:?}",
+        namespaces_of_this_process()
+    );
+}

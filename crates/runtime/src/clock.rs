@@ -91,11 +91,29 @@ impl fmt::Display for Instant {
     }
 }
 
+/// CLOCK_MONOTONIC in nanoseconds: read on every turn of a spinning event loop, so it is kept
+/// to the vDSO call and one multiply-add (no `Duration` arithmetic).
+fn monotonic_nanos() -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux, so
+    // the call cannot fail.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    debug_assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC) failed");
+    // tv_sec and tv_nsec of CLOCK_MONOTONIC are never negative.
+    (t.tv_sec as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(t.tv_nsec as u64)
+}
+
 /// Where time comes from. Cheap to clone; clones of a virtual clock share its time.
 #[derive(Clone)]
 pub enum Clock {
-    /// The machine's monotonic clock (vDSO `clock_gettime`, ~30 ns), measured from `origin`.
-    Real { origin: std::time::Instant },
+    /// The machine's monotonic clock (vDSO `clock_gettime`, ~30 ns), in nanoseconds since
+    /// `origin` (a reading of the same clock).
+    Real { origin: u64 },
     /// A clock that only moves when told to.
     Virtual(Rc<Cell<Instant>>),
 }
@@ -104,7 +122,7 @@ impl Clock {
     /// The monotonic clock of the machine, starting at [`Instant::ZERO`] now.
     pub fn real() -> Clock {
         Clock::Real {
-            origin: std::time::Instant::now(),
+            origin: monotonic_nanos(),
         }
     }
 
@@ -115,10 +133,7 @@ impl Clock {
 
     pub fn now(&self) -> Instant {
         match self {
-            Clock::Real { origin } => {
-                let nanos = origin.elapsed().as_nanos();
-                Instant(u64::try_from(nanos).unwrap_or(u64::MAX))
-            }
+            Clock::Real { origin } => Instant(monotonic_nanos().saturating_sub(*origin)),
             Clock::Virtual(t) => t.get(),
         }
     }

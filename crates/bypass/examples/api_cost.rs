@@ -1,0 +1,72 @@
+//! Instructions the queue API and the user-space stack spend per 64-byte TCP echo round trip:
+//! two `sim` LibOses on one in-process wire, driven from one thread with `poll`, so nothing
+//! spins while waiting and `valgrind --tool=callgrind` counts only the work.
+//!
+//! ```text
+//! cargo build --release -p bypass --example api_cost
+//! valgrind --tool=callgrind target/release/examples/api_cost 20000
+//! ```
+//! Subtract a run with fewer round trips to remove the set-up.
+
+use std::net::SocketAddrV4;
+
+use bypass::{Config, LibOs, LibOsName, QToken, QValue, SocketKind};
+
+fn drive(a: &mut LibOs, b: &mut LibOs, qt: QToken, on_a: bool) -> bypass::QResult {
+    loop {
+        a.poll().expect("poll");
+        b.poll().expect("poll");
+        let owner = if on_a { &mut *a } else { &mut *b };
+        if owner.is_done(qt).expect("token") {
+            return owner.wait(qt, None).expect("wait");
+        }
+    }
+}
+
+fn main() {
+    let round_trips: u64 = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20_000);
+    let wire = format!("api-cost-{}", std::process::id());
+    let config = |ip: &str| {
+        let mut c = Config::with_libos(LibOsName::Sim);
+        c.sim.wire = wire.clone();
+        c.net.ip = Some(ip.to_string());
+        c
+    };
+    let mut server = LibOs::new(config("10.9.0.1/24")).expect("server");
+    let mut client = LibOs::new(config("10.9.0.2/24")).expect("client");
+    let addr: SocketAddrV4 = "10.9.0.1:7".parse().unwrap();
+    let l = server.socket(SocketKind::Stream).unwrap();
+    server.bind(l, addr).unwrap();
+    server.listen(l, 4).unwrap();
+    let accept = server.accept(l).unwrap();
+    let c = client.socket(SocketKind::Stream).unwrap();
+    let connect = client.connect(c, addr).unwrap();
+    drive(&mut client, &mut server, connect, true);
+    let QValue::Accepted { qd: s, .. } = drive(&mut server, &mut client, accept, true).value else {
+        panic!("accept failed")
+    };
+    let msg = [7u8; 64];
+    let t0 = std::time::Instant::now();
+    for _ in 0..round_trips {
+        let push = client
+            .push(c, client.sga_from_slice(&msg).unwrap())
+            .unwrap();
+        let spop = server.pop(s).unwrap();
+        let sga = drive(&mut server, &mut client, spop, true)
+            .into_sga()
+            .unwrap();
+        let echo = server.push(s, sga).unwrap();
+        let cpop = client.pop(c).unwrap();
+        let back = drive(&mut client, &mut server, cpop, true)
+            .into_sga()
+            .unwrap();
+        assert_eq!(back.len(), 64);
+        client.wait(push, None).unwrap();
+        server.wait(echo, None).unwrap();
+    }
+    let ns = t0.elapsed().as_nanos() as f64 / round_trips as f64;
+    println!("{round_trips} round trips, {ns:.0} ns each (one thread, both ends)");
+}
