@@ -1,10 +1,11 @@
-//! Instructions the queue API and the user-space stack spend per 64-byte TCP echo round trip:
-//! two `sim` LibOses on one in-process wire, driven from one thread with `poll`, so nothing
-//! spins while waiting and `valgrind --tool=callgrind` counts only the work.
+//! Instructions the queue API (and, on `sim`, the user-space stack) spend per 64-byte TCP echo
+//! round trip: two LibOses driven from one thread with `poll`, so nothing spins while waiting
+//! and `valgrind --tool=callgrind` counts only the work. On `sim` the two meet on an
+//! in-process wire; on `kernel` over loopback (the kernel's share is not counted).
 //!
 //! ```text
 //! cargo build --release -p bypass --example api_cost
-//! valgrind --tool=callgrind target/release/examples/api_cost 20000
+//! valgrind --tool=callgrind target/release/examples/api_cost 20000 [sim|kernel]
 //! ```
 //! Subtract a run with fewer round trips to remove the set-up.
 
@@ -28,8 +29,12 @@ fn main() {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(20_000);
+    let kernel = std::env::args().nth(2).as_deref() == Some("kernel");
     let wire = format!("api-cost-{}", std::process::id());
     let config = |ip: &str| {
+        if kernel {
+            return Config::with_libos(LibOsName::Kernel);
+        }
         let mut c = Config::with_libos(LibOsName::Sim);
         c.sim.wire = wire.clone();
         c.net.ip = Some(ip.to_string());
@@ -37,10 +42,14 @@ fn main() {
     };
     let mut server = LibOs::new(config("10.9.0.1/24")).expect("server");
     let mut client = LibOs::new(config("10.9.0.2/24")).expect("client");
-    let addr: SocketAddrV4 = "10.9.0.1:7".parse().unwrap();
+    let mut addr: SocketAddrV4 = "10.9.0.1:7".parse().unwrap();
+    if kernel {
+        addr = "127.0.0.1:0".parse().unwrap();
+    }
     let l = server.socket(SocketKind::Stream).unwrap();
     server.bind(l, addr).unwrap();
     server.listen(l, 4).unwrap();
+    let addr = server.local_addr(l).unwrap();
     let accept = server.accept(l).unwrap();
     let c = client.socket(SocketKind::Stream).unwrap();
     let connect = client.connect(c, addr).unwrap();

@@ -34,12 +34,13 @@ mod ring;
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bypass_runtime::{Buffer, BufferPool, PoolConfig};
 
 use crate::sys::netlink::{self, Attached, XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE};
 use crate::sys::os::{self, Mmap};
+use crate::sys::retry_busy;
 use crate::{Device, DeviceCaps, DeviceError, DeviceStats, ErrorKind};
 pub use bpf::XdpFilter;
 pub use ring::XdpStatistics;
@@ -579,23 +580,19 @@ fn bind(xsk: &OwnedFd, ifindex: u32, config: &XdpConfig) -> io::Result<bool> {
         queue_id: config.queue,
         shared_umem_fd: 0,
     };
-    let start = Instant::now();
-    let mut delay = Duration::from_millis(5);
-    let mut zero_copy = config.zero_copy;
-    loop {
-        let result = os::bind(xsk, &addr(if zero_copy { XDP_ZEROCOPY } else { XDP_COPY }));
-        match result {
-            Ok(()) => return Ok(zero_copy),
-            Err(e) if zero_copy && e.raw_os_error() == Some(libc::EOPNOTSUPP) => zero_copy = false,
-            Err(e)
-                if e.raw_os_error() == Some(libc::EBUSY)
-                    && start.elapsed() < config.bind_timeout =>
-            {
-                std::thread::sleep(delay);
-                delay = (delay * 2).min(Duration::from_millis(100));
-            }
-            Err(e) => return Err(e),
-        }
+    let bind_as = |zero_copy: bool| {
+        let mode = addr(if zero_copy { XDP_ZEROCOPY } else { XDP_COPY });
+        retry_busy(
+            config.bind_timeout,
+            Duration::from_millis(5),
+            Duration::from_millis(100),
+            || os::bind(xsk, &mode),
+        )
+        .map(|()| zero_copy)
+    };
+    match bind_as(config.zero_copy) {
+        Err(e) if config.zero_copy && e.raw_os_error() == Some(libc::EOPNOTSUPP) => bind_as(false),
+        result => result,
     }
 }
 

@@ -14,11 +14,11 @@
 
 use std::io;
 use std::os::fd::OwnedFd;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bypass_runtime::{Buffer, BufferPool, PoolConfig};
 
-use crate::sys::os;
+use crate::sys::{os, retry_busy};
 use crate::{Device, DeviceCaps, DeviceError, DeviceStats, ErrorKind};
 
 const NEEDS: &str = "root or CAP_NET_ADMIN (to create or attach a TAP interface)";
@@ -110,22 +110,14 @@ impl Tap {
         })?;
         let flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
         // Closing the last file of a TAP tears its interface down after the close returns;
-        // attaching to the same name meanwhile answers EBUSY. Retry for a short while, as the
-        // AF_XDP device does for its bind.
-        let start = Instant::now();
-        let mut delay = Duration::from_millis(2);
-        let name = loop {
-            match os::tun_set_iff(&fd, name, flags) {
-                Err(e)
-                    if e.raw_os_error() == Some(libc::EBUSY)
-                        && start.elapsed() < ATTACH_BUSY_TIMEOUT =>
-                {
-                    std::thread::sleep(delay);
-                    delay = (delay * 2).min(Duration::from_millis(50));
-                }
-                result => break result.map_err(err("attach (TUNSETIFF)"))?,
-            }
-        };
+        // attaching to the same name meanwhile answers EBUSY.
+        let name = retry_busy(
+            ATTACH_BUSY_TIMEOUT,
+            Duration::from_millis(2),
+            Duration::from_millis(50),
+            || os::tun_set_iff(&fd, name, flags),
+        )
+        .map_err(err("attach (TUNSETIFF)"))?;
         if config.bring_up {
             os::if_set_up(&name).map_err(err("bring-up"))?;
         }
