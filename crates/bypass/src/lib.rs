@@ -46,4 +46,4 @@ pub use config::{
 pub use error::{Error, ErrorKind, Result};
 pub use libos::LibOs;
 pub use storage::FileOptions;
-pub use types::{OpCode, QDesc, QResult, QToken, QValue, SocketKind};
+pub use types::{OpCode, QDesc, QDescHasher, QDescMap, QResult, QToken, QValue, SocketKind};

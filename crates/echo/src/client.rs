@@ -12,11 +12,11 @@
 //! Every message has its own byte pattern (see `pattern.rs`); the first byte that differs ends
 //! the run with [`Error::Mismatch`], naming the connection, the message and the offset.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
-use bypass::{ErrorKind, LibOs, OpCode, QDesc, QResult, QValue, SocketKind};
+use bypass::{ErrorKind, LibOs, OpCode, QDesc, QDescMap, QResult, QValue, SocketKind};
 use hdrhistogram::Histogram;
 
 use crate::pattern::{first_difference, Pattern};
@@ -147,7 +147,7 @@ pub fn run_load(libos: &mut LibOs, opts: &LoadOptions) -> Result<Report, Error> 
         opts,
         pattern: Pattern::new(opts.message_size),
         conns: Vec::with_capacity(opts.connections),
-        index: HashMap::with_capacity(opts.connections),
+        index: QDescMap::with_capacity_and_hasher(opts.connections, Default::default()),
     };
     let result = load.open(libos).and_then(|()| {
         let mut histogram = Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3)
@@ -168,7 +168,7 @@ struct Load<'a> {
     pattern: Pattern,
     conns: Vec<Conn>,
     /// Connection index of each queue.
-    index: HashMap<QDesc, usize>,
+    index: QDescMap<usize>,
 }
 
 impl Load<'_> {

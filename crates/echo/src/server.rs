@@ -12,12 +12,11 @@
 //! handling the completions already there) or, for TCP, when
 //! [`ServeOptions::max_connections`] connections have been served and closed.
 
-use std::collections::HashMap;
 use std::net::SocketAddrV4;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use bypass::{ErrorKind, LibOs, OpCode, QDesc, QResult, QValue, SocketKind};
+use bypass::{ErrorKind, LibOs, OpCode, QDesc, QDescMap, QResult, QValue, SocketKind};
 use serde::Serialize;
 
 use crate::{Error, Protocol};
@@ -170,7 +169,7 @@ impl Server {
 
     fn run_tcp(&self, libos: &mut LibOs, stop: Option<&AtomicBool>) -> Result<ServerStats, Error> {
         let mut stats = ServerStats::default();
-        let mut conns: HashMap<QDesc, Conn> = HashMap::new();
+        let mut conns: QDescMap<Conn> = QDescMap::default();
         let max = self.opts.max_connections.unwrap_or(u64::MAX);
         let limit = self.opts.max_unsent_per_connection;
         if max > 0 {
@@ -337,7 +336,7 @@ fn next_completion(libos: &mut LibOs, stopping: bool) -> Result<Option<QResult>,
     }
 }
 
-fn pop(libos: &mut LibOs, qd: QDesc, conns: &mut HashMap<QDesc, Conn>) -> bypass::Result<()> {
+fn pop(libos: &mut LibOs, qd: QDesc, conns: &mut QDescMap<Conn>) -> bypass::Result<()> {
     libos.pop(qd)?;
     if let Some(c) = conns.get_mut(&qd) {
         c.pop_pending = true;
@@ -348,7 +347,7 @@ fn pop(libos: &mut LibOs, qd: QDesc, conns: &mut HashMap<QDesc, Conn>) -> bypass
 fn drop_conn(
     libos: &mut LibOs,
     qd: QDesc,
-    conns: &mut HashMap<QDesc, Conn>,
+    conns: &mut QDescMap<Conn>,
     stats: &mut ServerStats,
     failed: bool,
 ) {

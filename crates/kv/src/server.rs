@@ -20,14 +20,16 @@
 //! append-only file that cannot be written or synced stops the server with that error: a write
 //! that cannot be made durable is never acknowledged.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddrV4;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bypass::{Error, ErrorKind, LibOs, QDesc, QResult, QToken, QValue, Result, SocketKind};
+use bypass::{
+    Error, ErrorKind, LibOs, QDesc, QDescMap, QResult, QToken, QValue, Result, SocketKind,
+};
 
 use crate::aof::{AofFormat, AppendLog, FileAof, FsyncPolicy, Replay, StorageLog};
 use crate::command::{Db, Effects, Flow, ServerEnv};
@@ -151,7 +153,7 @@ pub struct Server {
     aof: Option<Box<dyn AppendLog>>,
     /// Writes of the current turn, waiting for the append-only file.
     log: Vec<u8>,
-    conns: HashMap<QDesc, Conn>,
+    conns: QDescMap<Conn>,
     /// Connections with replies or state changes this turn.
     dirty: Vec<QDesc>,
     accept: Option<QToken>,
@@ -236,7 +238,7 @@ impl Server {
             db,
             aof,
             log: Vec::new(),
-            conns: HashMap::new(),
+            conns: QDescMap::default(),
             dirty: Vec::new(),
             accept: None,
             stats,
