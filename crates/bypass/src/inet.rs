@@ -541,6 +541,9 @@ impl Op {
                         }
                     },
                 };
+                // On the wire now rather than at the next poll: a round trip does not wait for
+                // the rest of the application's turn.
+                stack.flush();
                 s.pushes.finish(*turn);
                 Poll::Ready(value)
             }

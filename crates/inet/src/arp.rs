@@ -61,8 +61,8 @@ struct Entry {
 
 /// What [`ArpCache::lookup`] found.
 pub(crate) enum Lookup {
-    /// Send to this MAC now.
-    Found(EthernetAddress),
+    /// Send to this MAC now; the entry holds until the instant given (exclusive).
+    Found(EthernetAddress, Instant),
     /// The packet was queued; send a request now (the first one for this address).
     QueuedSendRequest,
     /// The packet was queued behind an outstanding request.
@@ -82,6 +82,9 @@ pub struct ArpCache {
     entries: Vec<Entry>,
     /// Index of the entry found last (most lookups repeat the previous one).
     last: usize,
+    /// Changes whenever an entry may have changed or gone: a resolution remembered by a
+    /// sender (see [`crate::iface::Route`]) holds only while this stays the same.
+    generation: u64,
 }
 
 impl ArpCache {
@@ -91,7 +94,13 @@ impl ArpCache {
             entries: Vec::with_capacity(config.cache_size),
             config,
             last: 0,
+            generation: 0,
         }
+    }
+
+    /// A number that changes whenever an entry may have changed or gone.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Adds a permanent entry (replacing any other for `ip`). Packets waiting for `ip` are
@@ -125,9 +134,11 @@ impl ArpCache {
             let limit = self.config.queue_per_entry;
             let retry = self.config.retry_interval;
             match &mut self.entries[i].state {
-                State::Static(mac) => return (Lookup::Found(*mac), Some(packet)),
+                State::Static(mac) => {
+                    return (Lookup::Found(*mac, Instant::FAR_FUTURE), Some(packet))
+                }
                 State::Resolved { mac, expires } if *expires > now => {
-                    return (Lookup::Found(*mac), Some(packet))
+                    return (Lookup::Found(*mac, *expires), Some(packet))
                 }
                 State::Pending { queue, .. } => {
                     if queue.len() >= limit {
@@ -138,6 +149,7 @@ impl ArpCache {
                 }
                 state => {
                     // Expired: resolve again.
+                    self.generation += 1;
                     let mut queue = Vec::with_capacity(limit);
                     queue.push(packet);
                     *state = State::Pending {
@@ -172,6 +184,7 @@ impl ArpCache {
         now: Instant,
     ) -> Vec<Buffer> {
         let expires = now + self.config.ttl;
+        self.generation += 1;
         if let Some(i) = self.find(ip) {
             let old =
                 std::mem::replace(&mut self.entries[i].state, State::Resolved { mac, expires });
@@ -194,6 +207,7 @@ impl ArpCache {
     /// Puts `state` for `ip` into the cache, evicting an expired or the oldest resolved entry
     /// if full. Static entries replace anything; others never evict static or pending entries.
     fn set(&mut self, ip: Ipv4Address, state: State, force: bool) -> Result<Vec<Buffer>, ()> {
+        self.generation += 1;
         if let Some(i) = self.find(ip) {
             let old = std::mem::replace(&mut self.entries[i].state, state);
             return Ok(match old {
@@ -232,6 +246,7 @@ impl ArpCache {
     pub(crate) fn poll(&mut self, now: Instant, mut request: impl FnMut(Ipv4Address)) -> u64 {
         let mut dropped = 0;
         let (max, retry) = (self.config.max_requests, self.config.retry_interval);
+        let before = self.entries.len();
         self.entries.retain_mut(|e| match &mut e.state {
             State::Pending {
                 requests,
@@ -250,6 +265,9 @@ impl ArpCache {
             _ => true,
         });
         self.last = 0;
+        if self.entries.len() != before {
+            self.generation += 1;
+        }
         dropped
     }
 

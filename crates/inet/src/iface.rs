@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bypass_runtime::{Buffer, BufferPool, Instant};
 use bypass_wire::{
-    ArpOperation, ArpPacket, ArpRepr, ChecksumCapabilities, EtherType, EthernetAddress,
+    checksum, ArpOperation, ArpPacket, ArpRepr, ChecksumCapabilities, EtherType, EthernetAddress,
     EthernetFrame, EthernetRepr, IpProtocol, Ipv4Address, Ipv4Cidr, Ipv4Packet, Ipv4Repr,
     ETHERNET_HEADER_LEN, IPV4_HEADER_LEN,
 };
@@ -20,6 +20,22 @@ use crate::stats::Stats;
 
 /// Time to live of the datagrams we send (RFC 1700's recommended default).
 const TTL: u8 = 64;
+
+/// Ethernet and IPv4 headers: what a [`Route`] holds.
+pub(crate) const ROUTE_HEADERS_LEN: usize = ETHERNET_HEADER_LEN + IPV4_HEADER_LEN;
+
+/// The Ethernet and IPv4 headers of one flow (our address to one destination, one protocol),
+/// remembered from a datagram that took the full path, so that the next ones skip the
+/// next-hop lookup and the header building. It holds while the neighbour entry it came from
+/// is valid and the cache has not changed since.
+pub(crate) struct Route {
+    /// Both headers, with zero IPv4 total length and checksum.
+    headers: [u8; ROUTE_HEADERS_LEN],
+    /// One's complement sum of the IPv4 header template.
+    ip_sum: u16,
+    valid_until: Instant,
+    generation: u64,
+}
 
 pub(crate) struct Iface {
     pub mac: EthernetAddress,
@@ -91,7 +107,36 @@ impl Iface {
 
     /// Prepends an IPv4 header to `packet` (which holds the transport header and data) and
     /// sends it towards `dst`.
-    pub fn send_ipv4(&mut self, mut packet: Buffer, dst: Ipv4Address, protocol: IpProtocol) {
+    pub fn send_ipv4(&mut self, packet: Buffer, dst: Ipv4Address, protocol: IpProtocol) {
+        self.send_ipv4_routed(packet, dst, protocol, None);
+    }
+
+    /// Like [`Iface::send_ipv4`], for a flow that keeps its [`Route`]: while the route holds,
+    /// the Ethernet and IPv4 headers are copied from it, with the IPv4 checksum completed
+    /// from the sum kept in it (RFC 1071 §2(A)), and no neighbour lookup; otherwise the
+    /// datagram takes the full path and the route is built again once the next hop resolves.
+    pub fn send_ipv4_routed(
+        &mut self,
+        mut packet: Buffer,
+        dst: Ipv4Address,
+        protocol: IpProtocol,
+        mut route: Option<&mut Option<Route>>,
+    ) {
+        debug_assert!(
+            packet.len() + IPV4_HEADER_LEN <= self.mtu,
+            "datagram over the MTU"
+        );
+        if let Some(Some(r)) = route.as_deref() {
+            if self.route_holds(r) {
+                let payload_len = packet.len();
+                self.write_routed_headers(r, packet.prepend(ROUTE_HEADERS_LEN), payload_len);
+                self.queue_frame(packet);
+                return;
+            }
+        }
+        if let Some(r) = route.as_deref_mut() {
+            *r = None;
+        }
         let repr = Ipv4Repr {
             src_addr: self.addr(),
             dst_addr: dst,
@@ -99,10 +144,6 @@ impl Iface {
             payload_len: packet.len(),
             hop_limit: TTL,
         };
-        debug_assert!(
-            repr.payload_len + IPV4_HEADER_LEN <= self.mtu,
-            "datagram over the MTU"
-        );
         let header = packet.prepend(IPV4_HEADER_LEN);
         repr.emit(&mut Ipv4Packet::new_unchecked(header), &self.caps);
 
@@ -116,8 +157,11 @@ impl Iface {
         };
         let (found, packet) = self.arp.lookup(hop, packet, self.now);
         match found {
-            Lookup::Found(mac) => {
+            Lookup::Found(mac, valid_until) => {
                 let packet = packet.expect("a found lookup returns the packet");
+                if let Some(r) = route {
+                    *r = Some(self.route(&repr, mac, valid_until));
+                }
                 self.send_ethernet(packet, mac, EtherType::Ipv4);
             }
             Lookup::QueuedSendRequest => {
@@ -130,6 +174,70 @@ impl Iface {
         }
     }
 
+    /// Whether `route` may be used now: its neighbour entry has not expired and nothing in
+    /// the neighbour cache changed since it was built.
+    #[inline]
+    pub fn route_holds(&self, route: &Route) -> bool {
+        route.generation == self.arp.generation() && self.now < route.valid_until
+    }
+
+    /// Writes the Ethernet and IPv4 headers of `route` into `headers` (the first
+    /// [`ROUTE_HEADERS_LEN`] bytes of a frame) for an IPv4 payload of `payload_len` bytes.
+    #[inline]
+    pub fn write_routed_headers(&self, route: &Route, headers: &mut [u8], payload_len: usize) {
+        let total_len = (IPV4_HEADER_LEN + payload_len) as u16;
+        let headers = &mut headers[..ROUTE_HEADERS_LEN];
+        headers.copy_from_slice(&route.headers);
+        let ip = &mut headers[ETHERNET_HEADER_LEN..];
+        ip[2..4].copy_from_slice(&total_len.to_be_bytes());
+        if self.caps.ipv4.tx() {
+            // RFC 1071 §2(A): the template's sum plus the one field that changed.
+            let sum = !checksum::fold(route.ip_sum as u64 + total_len as u64);
+            ip[10..12].copy_from_slice(&sum.to_be_bytes());
+        }
+    }
+
+    /// Queues a finished frame for the device, or counts it dropped if the queue is full.
+    #[inline]
+    pub fn queue_frame(&mut self, frame: Buffer) {
+        if self.tx.len() >= self.tx_limit {
+            self.stats.tx_queue_full += 1;
+            return;
+        }
+        self.stats.tx_frames += 1;
+        self.tx.push(frame);
+    }
+
+    /// The headers of the datagrams of `repr`'s flow to `mac`, for [`Iface::send_ipv4_routed`].
+    fn route(&self, repr: &Ipv4Repr, mac: EthernetAddress, valid_until: Instant) -> Route {
+        let mut headers = [0u8; ROUTE_HEADERS_LEN];
+        let (eth, ip) = headers.split_at_mut(ETHERNET_HEADER_LEN);
+        EthernetRepr {
+            src_addr: self.mac,
+            dst_addr: mac,
+            ethertype: EtherType::Ipv4,
+        }
+        .emit(&mut EthernetFrame::new_unchecked(eth));
+        let template = Ipv4Repr {
+            payload_len: 0,
+            ..*repr
+        };
+        template.emit(
+            &mut Ipv4Packet::new_unchecked(&mut *ip),
+            &ChecksumCapabilities::ignored(),
+        );
+        // Length and checksum are per datagram: zero in the template and out of its sum.
+        ip[2..4].fill(0);
+        ip[10..12].fill(0);
+        let ip_sum = checksum::data(ip);
+        Route {
+            headers,
+            ip_sum,
+            valid_until,
+            generation: self.arp.generation(),
+        }
+    }
+
     /// Prepends the Ethernet II header and queues the frame for the device.
     pub fn send_ethernet(&mut self, mut frame: Buffer, dst: EthernetAddress, ethertype: EtherType) {
         let repr = EthernetRepr {
@@ -139,12 +247,7 @@ impl Iface {
         };
         let header = frame.prepend(ETHERNET_HEADER_LEN);
         repr.emit(&mut EthernetFrame::new_unchecked(header));
-        if self.tx.len() >= self.tx_limit {
-            self.stats.tx_queue_full += 1;
-            return;
-        }
-        self.stats.tx_frames += 1;
-        self.tx.push(frame);
+        self.queue_frame(frame);
     }
 
     /// Sends an ARP request for `target` (broadcast), or a reply to `target` at `target_mac`.

@@ -17,7 +17,10 @@
 //! ```
 //!
 //! and down through `iface` (IPv4 header, next hop, ARP, Ethernet header),
-//! built in the headroom of one buffer from the device's pool, checksummed once.
+//! built in the headroom of one buffer from the device's pool, checksummed once. A connection
+//! keeps the Ethernet and IPv4 headers of its route while the neighbour entry behind them
+//! holds, so its segments skip the lookup and take all their headers in one step. Timers
+//! wait in one queue ordered by deadline: a timer run looks only at the connections due.
 //!
 //! # Socket API
 //!
@@ -53,10 +56,15 @@
 //! together), out-of-order pieces, ARP cache and its per-address queue, transmit queue.
 //! Nothing grows because a peer sent something. Every drop is counted in [`Stats`].
 //!
-//! Received data stays in the frames it arrived in (segments of up to 256 bytes are copied
-//! together into one buffer instead): a connection's receive buffer of N bytes can pin about
-//! N / MSS frames of the device's pool, and sent data pins the application's buffers until it
-//! is acknowledged. Size the pool for the connections it serves.
+//! Received data stays in the frames it arrived in (segments of up to 256 bytes are gathered
+//! into one buffer: the frame of the first, when the stack holds it alone, or a copy): a
+//! connection's receive buffer of N bytes can pin about N / MSS frames of the device's pool,
+//! and sent data pins the application's buffers until it is acknowledged. Size the pool for
+//! the connections it serves.
+//!
+//! Checksums: what the device offloads (`DeviceCaps::rx_checksum_offload`,
+//! `tx_checksum_offload`: IPv4, TCP and UDP) the stack neither verifies nor fills; ICMP
+//! checksums are always computed in software.
 
 pub mod arp;
 mod error;

@@ -1,6 +1,6 @@
 //! The stack: owns the device and the sockets, and moves frames between them on `poll`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddrV4;
 use std::task::Waker;
@@ -90,10 +90,55 @@ struct Slot {
     socket: Option<Socket>,
     /// Queued in `dirty`.
     dirty: bool,
+    /// Deadline of this slot's live entry in the timer queue (`FAR_FUTURE`: none).
+    timer_at: Instant,
 }
 
-/// Key of a connection: our port, the peer's address and port.
-type ConnKey = (u16, Ipv4Address, u16);
+/// An entry of the timer queue: when, which slot (and which generation of it). Ordered so
+/// that the queue, a max-heap, pops the earliest first.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct TimerEntry {
+    at: Instant,
+    index: u32,
+    generation: u32,
+}
+
+impl Ord for TimerEntry {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        other
+            .at
+            .cmp(&self.at)
+            .then(other.index.cmp(&self.index))
+            .then(other.generation.cmp(&self.generation))
+    }
+}
+
+impl PartialOrd for TimerEntry {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Key of a connection: our port, the peer's address and port, packed into one word so that
+/// hashing it is one multiply-xorshift round.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct ConnKey(u64);
+
+impl ConnKey {
+    #[inline]
+    fn new(local_port: u16, remote_addr: Ipv4Address, remote_port: u16) -> ConnKey {
+        ConnKey(
+            (local_port as u64) << 48 | (remote_addr.to_bits() as u64) << 16 | remote_port as u64,
+        )
+    }
+}
+
+impl std::hash::Hash for ConnKey {
+    #[inline]
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.0)
+    }
+}
 
 /// A multiply-xorshift hash keyed by the stack's secret: cheap enough for every packet, and
 /// a peer cannot aim collisions at a table whose key it does not know.
@@ -159,6 +204,33 @@ pub struct Stack<D: Device> {
     dirty: Vec<u32>,
     /// No timer is due before this.
     timer_hint: Instant,
+    /// The connections' earliest deadlines. A connection has one live entry, pushed when its
+    /// deadline moves earlier than the one queued (a later deadline waits for the queued entry
+    /// to pop and is queued again then); entries of freed slots and overtaken ones are
+    /// skipped when they pop. Bounded: rebuilt from the connections when it outgrows
+    /// `timer_limit`.
+    timers: BinaryHeap<TimerEntry>,
+    timer_limit: usize,
+    /// Slots whose timer entry popped, reused by every timer run.
+    timers_due: Vec<u32>,
+}
+
+/// The header fields of a parsed segment, without its payload (which the frame carries).
+fn header_only(r: &TcpRepr) -> TcpRepr<'static> {
+    TcpRepr {
+        src_port: r.src_port,
+        dst_port: r.dst_port,
+        flags: r.flags,
+        seq_number: r.seq_number,
+        ack_number: r.ack_number,
+        window_len: r.window_len,
+        window_scale: r.window_scale,
+        max_seg_size: r.max_seg_size,
+        sack_permitted: r.sack_permitted,
+        sack_ranges: r.sack_ranges,
+        timestamp: r.timestamp,
+        payload: &[],
+    }
 }
 
 /// The connection named by `h`, if the application holds it.
@@ -192,30 +264,27 @@ impl<D: Device> Stack<D> {
     pub fn new(device: D, config: StackConfig) -> Stack<D> {
         let caps = device.caps();
         let mtu = caps.mtu;
-        let mut checksums = ChecksumCapabilities::default();
-        if caps.rx_checksum_offload {
-            checksums = ChecksumCapabilities {
-                ipv4: bypass_wire::Checksum::Tx,
-                udp: bypass_wire::Checksum::Tx,
-                tcp: bypass_wire::Checksum::Tx,
-                icmpv4: bypass_wire::Checksum::Tx,
-            };
-        }
-        if caps.tx_checksum_offload {
-            let off = |c: bypass_wire::Checksum| {
-                if c.rx() {
-                    bypass_wire::Checksum::Rx
-                } else {
-                    bypass_wire::Checksum::None
-                }
-            };
-            checksums = ChecksumCapabilities {
-                ipv4: off(checksums.ipv4),
-                udp: off(checksums.udp),
-                tcp: off(checksums.tcp),
-                icmpv4: off(checksums.icmpv4),
-            };
-        }
+        // What the device offloads (IPv4, TCP and UDP checksums) software leaves alone; ICMP
+        // checksums are always software's.
+        let rx = if caps.rx_checksum_offload {
+            bypass_wire::Checksum::Tx
+        } else {
+            bypass_wire::Checksum::Both
+        };
+        let offloaded = if caps.tx_checksum_offload {
+            match rx {
+                bypass_wire::Checksum::Tx => bypass_wire::Checksum::None,
+                _ => bypass_wire::Checksum::Rx,
+            }
+        } else {
+            rx
+        };
+        let checksums = ChecksumCapabilities {
+            ipv4: offloaded,
+            udp: offloaded,
+            tcp: offloaded,
+            icmpv4: bypass_wire::Checksum::Both,
+        };
         let secret = config.secret.unwrap_or_else(random_secret);
         let mut tcp_cfg = config.tcp.clone();
         // The MSS must fit the link with IPv4 and TCP headers (RFC 9293 §3.7.1) and a frame
@@ -284,6 +353,9 @@ impl<D: Device> Stack<D> {
             rx_batch: Vec::with_capacity(config.burst.max(1)),
             dirty: Vec::with_capacity(config.max_sockets),
             timer_hint: Instant::FAR_FUTURE,
+            timers: BinaryHeap::with_capacity(2 * config.max_sockets + 16),
+            timer_limit: 2 * config.max_sockets + 16,
+            timers_due: Vec::with_capacity(config.max_sockets),
         }
     }
 
@@ -339,12 +411,12 @@ impl<D: Device> Stack<D> {
         self.iface.now = now;
         let mut progress = false;
         loop {
-            let mut batch = std::mem::take(&mut self.rx_batch);
-            let n = self.device.rx_burst(&mut batch, self.burst);
-            for frame in batch.drain(..) {
+            let n = self.device.rx_burst(&mut self.rx_batch, self.burst);
+            // In order, by popping from the back of the reversed batch (cheaper than a drain).
+            self.rx_batch.reverse();
+            while let Some(frame) = self.rx_batch.pop() {
                 self.receive(frame);
             }
-            self.rx_batch = batch;
             if n == 0 {
                 break;
             }
@@ -377,6 +449,14 @@ impl<D: Device> Stack<D> {
         (t != Instant::FAR_FUTURE).then_some(t)
     }
 
+    /// Sends what the sockets have queued since the last poll (segments of connections written
+    /// to, frames waiting for the device) without receiving or running timers: a caller that
+    /// just queued a message puts it on the wire now instead of at its next poll.
+    pub fn flush(&mut self) {
+        self.flush_dirty();
+        self.transmit();
+    }
+
     fn transmit(&mut self) {
         if self.iface.tx.is_empty() {
             return;
@@ -385,27 +465,98 @@ impl<D: Device> Stack<D> {
         // Frames the device did not take wait for the next poll (bounded by tx_limit).
     }
 
+    /// Runs the timers due now: only the connections whose entries reached the front of the
+    /// timer queue are looked at, not every connection.
     fn run_timers(&mut self) {
         let now = self.iface.now;
         self.iface.poll_arp();
-        let mut hint = self.iface.arp.poll_at().unwrap_or(Instant::FAR_FUTURE);
-        for i in 0..self.slots.len() {
+        let mut due = std::mem::take(&mut self.timers_due);
+        while let Some(e) = self.timers.peek().copied() {
+            if e.at > now {
+                break;
+            }
+            self.timers.pop();
+            let slot = &mut self.slots[e.index as usize];
+            if slot.generation == e.generation && slot.timer_at == e.at {
+                slot.timer_at = Instant::FAR_FUTURE;
+                due.push(e.index);
+            }
+        }
+        for &index in &due {
+            let i = index as usize;
             let Some(Socket::Tcp(tcb)) = &mut self.slots[i].socket else {
                 continue;
             };
             if tcb.poll_at().is_some_and(|t| t <= now) {
                 let before = tcb.state;
                 tcb.on_timer(&mut self.iface, &self.tcp_cfg);
-                self.mark_dirty(i as u32);
-                self.after_event(i as u32, before);
+                self.mark_dirty(index);
+                self.after_event(index, before);
             }
-            if let Some(Socket::Tcp(tcb)) = &self.slots[i].socket {
-                if let Some(t) = tcb.poll_at() {
-                    hint = hint.min(t);
+            self.schedule(index);
+        }
+        due.clear();
+        self.timers_due = due;
+        let arp = self.iface.arp.poll_at().unwrap_or(Instant::FAR_FUTURE);
+        let next = self.timers.peek().map_or(Instant::FAR_FUTURE, |e| e.at);
+        self.timer_hint = arp.min(next);
+    }
+
+    /// Queues the connection in slot `index` for its earliest deadline, if that is earlier
+    /// than the one it is queued for.
+    fn schedule(&mut self, index: u32) {
+        let Some(Socket::Tcp(tcb)) = &self.slots[index as usize].socket else {
+            return;
+        };
+        let at = tcb.poll_at();
+        self.schedule_at(index, at);
+    }
+
+    /// [`Stack::schedule`] for a deadline the caller has at hand.
+    #[inline]
+    fn schedule_at(&mut self, index: u32, at: Option<Instant>) {
+        let Some(at) = at else {
+            return;
+        };
+        self.timer_hint = self.timer_hint.min(at);
+        if at < self.slots[index as usize].timer_at {
+            self.push_timer(index, at);
+        }
+    }
+
+    #[inline(never)]
+    fn push_timer(&mut self, index: u32, at: Instant) {
+        let slot = &mut self.slots[index as usize];
+        slot.timer_at = at;
+        let entry = TimerEntry {
+            at,
+            index,
+            generation: slot.generation,
+        };
+        if self.timers.len() >= self.timer_limit {
+            // (The rebuilt queue holds this connection's deadline too.)
+            self.rebuild_timers();
+            return;
+        }
+        self.timers.push(entry);
+    }
+
+    /// Drops every overtaken entry: one entry per connection with a deadline.
+    fn rebuild_timers(&mut self) {
+        self.timers.clear();
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            slot.timer_at = Instant::FAR_FUTURE;
+            if let Some(Socket::Tcp(tcb)) = &slot.socket {
+                if let Some(at) = tcb.poll_at() {
+                    slot.timer_at = at;
+                    self.timers.push(TimerEntry {
+                        at,
+                        index: i as u32,
+                        generation: slot.generation,
+                    });
                 }
             }
         }
-        self.timer_hint = hint;
     }
 
     fn mark_dirty(&mut self, index: u32) {
@@ -425,10 +576,12 @@ impl<D: Device> Stack<D> {
             };
             let before = tcb.state;
             tcb.output(&mut self.iface, &self.tcp_cfg);
-            if let Some(t) = tcb.poll_at() {
-                self.timer_hint = self.timer_hint.min(t);
+            if tcb.state != before || tcb.state == TcpState::Closed {
+                self.after_event(index, before);
+            } else {
+                let at = tcb.poll_at();
+                self.schedule_at(index, at);
             }
-            self.after_event(index, before);
         }
     }
 
@@ -440,9 +593,10 @@ impl<D: Device> Stack<D> {
             return;
         };
         let state = tcb.state;
-        if let Some(t) = tcb.poll_at() {
-            self.timer_hint = self.timer_hint.min(t);
-        }
+        self.schedule(index);
+        let Some(Socket::Tcp(tcb)) = &mut self.slots[index as usize].socket else {
+            return;
+        };
         if before == TcpState::SynReceived && state != TcpState::SynReceived {
             if let Some(lh) = tcb.listener.take() {
                 let handle = SocketHandle { index, generation };
@@ -482,7 +636,7 @@ impl<D: Device> Stack<D> {
             return;
         };
         if tcb.state == TcpState::Closed {
-            let key = (tcb.local.1, tcb.remote.0, tcb.remote.1);
+            let key = ConnKey::new(tcb.local.1, tcb.remote.0, tcb.remote.1);
             if self.conns.get(&key) == Some(&index) {
                 self.conns.remove(&key);
             }
@@ -511,6 +665,7 @@ impl<D: Device> Stack<D> {
             generation: 0,
             socket: Some(socket),
             dirty: false,
+            timer_at: Instant::FAR_FUTURE,
         });
         Ok(SocketHandle {
             index,
@@ -527,6 +682,7 @@ impl<D: Device> Stack<D> {
                 Socket::Udp(u) => u.wakers.wake_all(),
             }
             slot.generation = slot.generation.wrapping_add(1);
+            slot.timer_at = Instant::FAR_FUTURE;
             self.free.push(index);
             self.live -= 1;
         }
@@ -553,12 +709,12 @@ impl<D: Device> Stack<D> {
         self.iface.stats.rx_frames += 1;
         match ethernet::receive(&mut self.iface, &frame) {
             Some(Payload::Arp) => arp::receive(&mut self.iface, &frame[ETHERNET_HEADER_LEN..]),
-            Some(Payload::Ipv4) => self.receive_ipv4(&frame),
+            Some(Payload::Ipv4) => self.receive_ipv4(frame),
             None => {}
         }
     }
 
-    fn receive_ipv4(&mut self, frame: &Buffer) {
+    fn receive_ipv4(&mut self, frame: Buffer) {
         let Some((ip, range)) = ipv4::receive(&mut self.iface, &frame[ETHERNET_HEADER_LEN..])
         else {
             return;
@@ -566,9 +722,9 @@ impl<D: Device> Stack<D> {
         let start = ETHERNET_HEADER_LEN + range.start;
         let end = ETHERNET_HEADER_LEN + range.end;
         match ip.next_header {
-            IpProtocol::Icmp => icmp::receive(&mut self.iface, &ip, &frame[start..end]),
-            IpProtocol::Udp => self.receive_udp(&ip, frame, start, end),
             IpProtocol::Tcp => self.receive_tcp(&ip, frame, start, end),
+            IpProtocol::Icmp => icmp::receive(&mut self.iface, &ip, &frame[start..end]),
+            IpProtocol::Udp => self.receive_udp(&ip, &frame, start, end),
             _ => self.iface.stats.ipv4_unknown_protocol += 1,
         }
     }
@@ -594,23 +750,23 @@ impl<D: Device> Stack<D> {
         }
     }
 
+    /// A TCP segment in `frame[start..end]`. The frame's handle becomes the segment's payload
+    /// (no new handle on the chunk), so a connection can tell whether it holds the only one.
     fn receive_tcp(
         &mut self,
         ip: &bypass_wire::Ipv4Repr,
-        frame: &Buffer,
+        mut frame: Buffer,
         start: usize,
         end: usize,
     ) {
-        let segment = &frame[start..end];
-        let packet = match TcpPacket::new_checked(segment) {
-            Ok(p) => p,
-            Err(e) => {
-                self.iface.stats.parse_error(Layer::Tcp, e);
-                return;
-            }
+        let parsed = match TcpPacket::new_checked(&frame[start..end]) {
+            Ok(packet) => TcpRepr::parse(&packet, ip.src_addr, ip.dst_addr, &self.iface.caps),
+            Err(e) => Err(e),
         };
-        let repr = match TcpRepr::parse(&packet, ip.src_addr, ip.dst_addr, &self.iface.caps) {
-            Ok(r) => r,
+        let (repr, payload_len) = match parsed {
+            // The payload is carried by `frame` from here on; the header fields are copied
+            // out so that the frame can move.
+            Ok(r) => (header_only(&r), r.payload.len()),
             Err(e) => {
                 self.iface.stats.parse_error(Layer::Tcp, e);
                 return;
@@ -622,31 +778,40 @@ impl<D: Device> Stack<D> {
             self.iface.stats.ipv4_not_for_us += 1;
             return;
         }
-        let payload = frame.slice(end - repr.payload.len()..end);
-        let local: Endpoint = (ip.dst_addr, repr.dst_port);
-        let remote: Endpoint = (ip.src_addr, repr.src_port);
-        let key = (repr.dst_port, ip.src_addr, repr.src_port);
+        frame.advance(end - payload_len);
+        frame.truncate(payload_len);
+        let key = ConnKey::new(repr.dst_port, ip.src_addr, repr.src_port);
 
         if let Some(&index) = self.conns.get(&key) {
             if let Some(Socket::Tcp(tcb)) = &mut self.slots[index as usize].socket {
                 let before = tcb.state;
-                tcb.on_segment(&mut self.iface, &self.tcp_cfg, &repr, payload);
+                tcb.on_segment(&mut self.iface, &self.tcp_cfg, &repr, frame);
+                let state = tcb.state;
                 self.mark_dirty(index);
-                self.after_event(index, before);
+                // The output that follows (flush_dirty) takes the timer deadline in; what
+                // remains is a change of state (a finished handshake, a closed connection).
+                if state != before || state == TcpState::Closed {
+                    self.after_event(index, before);
+                }
                 return;
             }
         }
+        drop(frame);
+        let local: Endpoint = (ip.dst_addr, repr.dst_port);
+        let remote: Endpoint = (ip.src_addr, repr.src_port);
+        let seg_len = payload_len + repr.flags.syn() as usize + repr.flags.fin() as usize;
         if let Some(&lindex) = self.listeners.get(&repr.dst_port) {
             self.listener_segment(lindex, &repr, local, remote);
             return;
         }
         // RFC 9293 §3.10.7.1: the connection does not exist.
         self.iface.stats.tcp_no_socket += 1;
-        self.reset_for(&repr, local, remote);
+        self.reset_for(&repr, seg_len, local, remote);
     }
 
     /// Answers a segment nobody takes with a RST (unless it is one).
-    fn reset_for(&mut self, repr: &TcpRepr, local: Endpoint, remote: Endpoint) {
+    /// `seg_len` is the sequence space the segment occupies (data, SYN and FIN).
+    fn reset_for(&mut self, repr: &TcpRepr, seg_len: usize, local: Endpoint, remote: Endpoint) {
         if repr.flags.rst() {
             return;
         }
@@ -655,7 +820,7 @@ impl<D: Device> Stack<D> {
             Some(ack) => tcp::send_reset(&mut self.iface, local, remote, ack, None),
             // <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>
             None => {
-                let ack = repr.seq_number + repr.segment_len();
+                let ack = repr.seq_number + seg_len;
                 tcp::send_reset(&mut self.iface, local, remote, TcpSeqNumber(0), Some(ack))
             }
         }
@@ -669,7 +834,8 @@ impl<D: Device> Stack<D> {
         }
         if f.ack() {
             self.iface.stats.tcp_no_socket += 1;
-            self.reset_for(repr, local, remote);
+            // With ACK set, the RST takes its sequence number from SEG.ACK alone.
+            self.reset_for(repr, 0, local, remote);
             return;
         }
         if !f.syn() {
@@ -695,7 +861,8 @@ impl<D: Device> Stack<D> {
         });
         match self.alloc_slot(Socket::Tcp(Box::new(tcb))) {
             Ok(h) => {
-                self.conns.insert((local.1, remote.0, remote.1), h.index);
+                self.conns
+                    .insert(ConnKey::new(local.1, remote.0, remote.1), h.index);
                 self.mark_dirty(h.index);
             }
             Err(_) => {
@@ -788,7 +955,10 @@ impl<D: Device> Stack<D> {
         let port = match local_port {
             Some(0) => return Err(Error::InvalidArgument),
             Some(p) => {
-                if self.conns.contains_key(&(p, rip, remote.port())) {
+                if self
+                    .conns
+                    .contains_key(&ConnKey::new(p, rip, remote.port()))
+                {
                     return Err(Error::AddressInUse);
                 }
                 p
@@ -799,7 +969,8 @@ impl<D: Device> Stack<D> {
         let open = self.open_params(local, (rip, remote.port()));
         let tcb = Tcb::connect(&self.tcp_cfg, open, self.iface.now);
         let h = self.alloc_slot(Socket::Tcp(Box::new(tcb)))?;
-        self.conns.insert((port, rip, remote.port()), h.index);
+        self.conns
+            .insert(ConnKey::new(port, rip, remote.port()), h.index);
         self.mark_dirty(h.index);
         Ok(h)
     }
@@ -810,7 +981,9 @@ impl<D: Device> Stack<D> {
         for _ in 0..span {
             let p = self.next_ephemeral;
             self.next_ephemeral = if p >= hi { lo } else { p + 1 };
-            if !self.conns.contains_key(&(p, rip, rport)) && !self.listeners.contains_key(&p) {
+            if !self.conns.contains_key(&ConnKey::new(p, rip, rport))
+                && !self.listeners.contains_key(&p)
+            {
                 return Ok(p);
             }
         }

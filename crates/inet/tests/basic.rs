@@ -426,3 +426,148 @@ fn a_full_transmit_ring_keeps_frames_up_to_the_queue_limit() {
         "frames wait to go"
     );
 }
+
+/// Sends `total` bytes from A to B over `wire` and returns the pair once all arrived intact.
+fn transfer(wire: SimConfig, total: usize) -> Pair {
+    let mut p = Pair::simple(wire);
+    let l = p.b.tcp_listen(addr(IP_B, 80), 8).unwrap();
+    let c = p.a.tcp_connect(None, addr(IP_B, 80)).unwrap();
+    let mut accepted = None;
+    assert!(p.run_until(Duration::from_secs(10), |p| {
+        accepted = p.b.tcp_accept(l).unwrap();
+        accepted.is_some()
+    }));
+    let (s, _) = accepted.unwrap();
+    let data: Vec<u8> = (0..total).map(|i| (i * 7 + i / 251) as u8).collect();
+    let (mut sent, mut got) = (0, Vec::with_capacity(total));
+    p.run_until(Duration::from_secs(60), |p| {
+        while sent < total {
+            let end = (sent + 1000).min(total);
+            let Some(b) = p.a.device().pool().alloc_copy(&data[sent..end]) else {
+                break;
+            };
+            match p.a.tcp_send(c, &b) {
+                Ok(n) => sent += n,
+                Err(Error::WouldBlock) => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        while let Ok(Some(b)) = p.b.tcp_recv(s) {
+            got.extend_from_slice(&b);
+        }
+        got.len() == total
+    });
+    assert!(got == data, "the stream differs");
+    p
+}
+
+#[test]
+fn with_checksum_offload_the_device_drops_corrupt_frames_and_the_stack_trusts_it() {
+    let wire = |checksum_offload| SimConfig {
+        seed: 5,
+        corrupt: 0.02,
+        delay: Duration::from_micros(20),
+        checksum_offload,
+        ..SimConfig::default()
+    };
+    let bad = |p: &Pair| {
+        let (a, b) = (p.a.stats(), p.b.stats());
+        a.parse_errors(bypass_inet::Layer::Tcp, bypass_wire::Error::BadChecksum)
+            + a.parse_errors(bypass_inet::Layer::Ipv4, bypass_wire::Error::BadChecksum)
+            + b.parse_errors(bypass_inet::Layer::Tcp, bypass_wire::Error::BadChecksum)
+            + b.parse_errors(bypass_inet::Layer::Ipv4, bypass_wire::Error::BadChecksum)
+    };
+    // Software checksums: corrupt frames reach the stacks, which find them bad.
+    let p = transfer(wire(false), 300_000);
+    assert!(p.wire.stats().corrupted > 0);
+    assert!(bad(&p) > 0);
+    // Offload: the ports drop corrupt frames themselves; the stacks check nothing.
+    let p = transfer(wire(true), 300_000);
+    let dropped = p.a.device().stats().rx_dropped + p.b.device().stats().rx_dropped;
+    assert_eq!(dropped, p.wire.stats().corrupted);
+    assert!(dropped > 0);
+    assert_eq!(bad(&p), 0);
+}
+
+#[test]
+fn the_timers_of_many_connections_each_fire() {
+    let mut p = Pair::simple(SimConfig {
+        delay: Duration::from_micros(100),
+        ..SimConfig::default()
+    });
+    let l = p.b.tcp_listen(addr(IP_B, 80), 64).unwrap();
+    let n = 40;
+    let clients: Vec<_> = (0..n)
+        .map(|_| p.a.tcp_connect(None, addr(IP_B, 80)).unwrap())
+        .collect();
+    let mut servers = Vec::new();
+    assert!(p.run_until(Duration::from_secs(5), |p| {
+        while let Some((s, _)) = p.b.tcp_accept(l).unwrap() {
+            servers.push(s);
+        }
+        servers.len() == n
+    }));
+    // Every first transmission is lost: each connection recovers by its own timeout, at its
+    // own time (the sends are spread over 20 ms).
+    p.wire.partition();
+    for (i, &c) in clients.iter().enumerate() {
+        let msg = buf(&p, &[i as u8; 100]);
+        assert_eq!(p.a.tcp_send(c, &msg).unwrap(), 100);
+        p.run_for(Duration::from_micros(500));
+    }
+    p.wire.heal();
+    let mut got = vec![0usize; n];
+    assert!(p.run_until(Duration::from_secs(10), |p| {
+        for (k, &s) in servers.iter().enumerate() {
+            while let Ok(Some(b)) = p.b.tcp_recv(s) {
+                got[k] += b.len();
+            }
+        }
+        got.iter().all(|&g| g == 100)
+    }));
+    assert!(p.a.stats().tcp_rto_expired >= n as u64);
+}
+
+#[test]
+fn a_connection_resolves_its_peer_again_when_the_neighbour_entry_expires() {
+    let with_ttl = |ip| {
+        let mut c = config(ip, 3);
+        c.arp.ttl = Duration::from_millis(20);
+        c
+    };
+    let mut p = Pair::new(
+        SimConfig {
+            delay: Duration::from_micros(50),
+            ..SimConfig::default()
+        },
+        with_ttl(IP_A),
+        with_ttl(IP_B),
+    );
+    let l = p.b.tcp_listen(addr(IP_B, 80), 8).unwrap();
+    let c = p.a.tcp_connect(None, addr(IP_B, 80)).unwrap();
+    let mut accepted = None;
+    assert!(p.run_until(Duration::from_secs(1), |p| {
+        accepted = p.b.tcp_accept(l).unwrap();
+        accepted.is_some()
+    }));
+    let (s, _) = accepted.unwrap();
+    let requests = |p: &Pair| p.a.stats().arp_requests_sent + p.b.stats().arp_requests_sent;
+    let requests_at_start = requests(&p);
+    // A message every 5 ms for 100 ms: the entry for B expires several times meanwhile.
+    let mut got = 0;
+    for i in 0..20u8 {
+        let msg = buf(&p, &[i; 10]);
+        assert_eq!(p.a.tcp_send(c, &msg).unwrap(), 10);
+        p.run_for(Duration::from_millis(5));
+        while let Ok(Some(b)) = p.b.tcp_recv(s) {
+            assert!(b.iter().all(|&x| x == i));
+            got += b.len();
+        }
+    }
+    assert_eq!(got, 200);
+    // Each resolution refreshes both ends' entries (each learns from the other's ARP).
+    assert!(
+        requests(&p) >= requests_at_start + 3,
+        "segments after an expiry wait for a new resolution"
+    );
+}

@@ -1,10 +1,12 @@
 //! The Internet checksum (RFC 1071) and checksum offload capabilities.
 //!
-//! The one's complement sum is computed 32 bytes per iteration in two `u64`
-//! accumulators with end-around carry and folded to 16 bits at the end.
-//! RFC 1071 §2(A)/(C): the sum is associative and commutative, so summing
-//! big-endian 64-bit words with end-around carry and folding gives the same
-//! 16-bit result as summing 16-bit words (65535 divides 2^64 - 1).
+//! The one's complement sum is computed in native byte order and swapped to
+//! network order once, at the end (RFC 1071 §2(B): the sum is byte-order
+//! independent). RFC 1071 §2(A)/(C): the sum is associative and commutative
+//! and 65535 divides 2^64 - 1, so summing 64-bit words with end-around carry
+//! and folding gives the same 16-bit result as summing 16-bit words. Four
+//! independent carry chains take 64 bytes per iteration (an add and an
+//! add-with-carry per 8 bytes); the last 0..63 bytes go 8, 4, 2, 1 at a time.
 //!
 //! Conventions: [`data`], [`pseudo_header`] and [`combine`] return the folded
 //! 16-bit one's complement *sum* (not complemented). The value that goes into
@@ -77,20 +79,69 @@ fn add_carry(acc: u64, value: u64) -> u64 {
 }
 
 #[inline(always)]
-fn load_be_u64(chunk: &[u8]) -> u64 {
+fn load_ne_u64(chunk: &[u8]) -> u64 {
     let mut word = [0u8; 8];
     word.copy_from_slice(&chunk[..8]);
-    u64::from_be_bytes(word)
+    u64::from_ne_bytes(word)
 }
 
 /// Fold a 64-bit one's complement accumulator to 16 bits.
 #[inline]
-pub const fn fold(mut sum: u64) -> u16 {
-    sum = (sum >> 32) + (sum & 0xffff_ffff);
-    sum = (sum >> 32) + (sum & 0xffff_ffff);
-    sum = (sum >> 16) + (sum & 0xffff);
-    sum = (sum >> 16) + (sum & 0xffff);
-    sum as u16
+pub const fn fold(sum: u64) -> u16 {
+    // Each step adds the two halves with end-around carry.
+    let (s32, carry) = (sum as u32).overflowing_add((sum >> 32) as u32);
+    let s32 = s32 + carry as u32; // cannot overflow: with a carry, s32 <= 2^32 - 2
+    let (s16, carry) = (s32 as u16).overflowing_add((s32 >> 16) as u16);
+    s16 + carry as u16
+}
+
+/// Unfolded one's complement sum of `data` as 16-bit words in *native* byte
+/// order, in a 64-bit accumulator ([`fold`] it, then `u16::from_be` gives the
+/// network-order sum). An odd trailing byte is padded with zero on the right
+/// (RFC 1071 §1, step (1)).
+#[inline]
+fn sum_ne(data: &[u8]) -> u64 {
+    let (mut a, mut b, mut c, mut d) = (0u64, 0u64, 0u64, 0u64);
+    let mut blocks = data.chunks_exact(64);
+    for block in &mut blocks {
+        // Four independent carry chains keep the adders busy.
+        a = add_carry(a, load_ne_u64(&block[0..8]));
+        b = add_carry(b, load_ne_u64(&block[8..16]));
+        c = add_carry(c, load_ne_u64(&block[16..24]));
+        d = add_carry(d, load_ne_u64(&block[24..32]));
+        a = add_carry(a, load_ne_u64(&block[32..40]));
+        b = add_carry(b, load_ne_u64(&block[40..48]));
+        c = add_carry(c, load_ne_u64(&block[48..56]));
+        d = add_carry(d, load_ne_u64(&block[56..64]));
+    }
+    let rest = blocks.remainder();
+    let mut pairs = rest.chunks_exact(16);
+    for pair in &mut pairs {
+        a = add_carry(a, load_ne_u64(&pair[0..8]));
+        b = add_carry(b, load_ne_u64(&pair[8..16]));
+    }
+    let mut rest = pairs.remainder();
+    if rest.len() >= 8 {
+        c = add_carry(c, load_ne_u64(&rest[0..8]));
+        rest = &rest[8..];
+    }
+    // The last 0..7 bytes start at an even offset, so 32- and 16-bit words
+    // there keep their place in the 16-bit sum.
+    let mut small: u64 = 0;
+    if rest.len() >= 4 {
+        small += u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as u64;
+        rest = &rest[4..];
+    }
+    if rest.len() >= 2 {
+        small += u16::from_ne_bytes([rest[0], rest[1]]) as u64;
+        rest = &rest[2..];
+    }
+    if let [last] = rest {
+        // Zero padding on the right: an odd last byte is the first byte of
+        // its 16-bit word, as RFC 1071 requires.
+        small += u16::from_ne_bytes([*last, 0]) as u64;
+    }
+    add_carry(add_carry(add_carry(a, b), add_carry(c, d)), small)
 }
 
 /// Unfolded one's complement sum of `data` as big-endian 16-bit words, in a
@@ -98,36 +149,13 @@ pub const fn fold(mut sum: u64) -> u16 {
 /// (RFC 1071 §1, step (1)).
 #[inline]
 pub fn sum_u64(data: &[u8]) -> u64 {
-    let mut a: u64 = 0;
-    let mut b: u64 = 0;
-    let mut chunks = data.chunks_exact(32);
-    for chunk in &mut chunks {
-        // Two independent carry chains keep both adders busy.
-        a = add_carry(a, load_be_u64(&chunk[0..8]));
-        b = add_carry(b, load_be_u64(&chunk[8..16]));
-        a = add_carry(a, load_be_u64(&chunk[16..24]));
-        b = add_carry(b, load_be_u64(&chunk[24..32]));
-    }
-    let rest = chunks.remainder();
-    let mut words = rest.chunks_exact(8);
-    for word in &mut words {
-        a = add_carry(a, load_be_u64(word));
-    }
-    let tail = words.remainder();
-    if !tail.is_empty() {
-        // Big-endian load with zero padding on the right: an odd last byte
-        // becomes the high byte of its 16-bit word, as RFC 1071 requires.
-        let mut word = [0u8; 8];
-        word[..tail.len()].copy_from_slice(tail);
-        b = add_carry(b, u64::from_be_bytes(word));
-    }
-    add_carry(a, b)
+    u16::from_be(fold(sum_ne(data))) as u64
 }
 
 /// Folded one's complement sum of `data` (not complemented).
 #[inline]
 pub fn data(data: &[u8]) -> u16 {
-    fold(sum_u64(data))
+    u16::from_be(fold(sum_ne(data)))
 }
 
 /// One's complement sum of several folded sums (not complemented).

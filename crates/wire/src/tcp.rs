@@ -330,6 +330,21 @@ pub struct TcpTimestamp {
     pub tsecr: u32,
 }
 
+impl TcpTimestamp {
+    /// Bytes of [`TcpTimestamp::aligned_option`].
+    pub const ALIGNED_OPTION_LEN: usize = 12;
+
+    /// The option as RFC 7323 Appendix A lays it out on every segment after the SYNs: NOP,
+    /// NOP, kind 8, length 10, TSval, TSecr (12 bytes, keeping the header 4-byte aligned).
+    #[inline]
+    pub fn aligned_option(&self) -> [u8; Self::ALIGNED_OPTION_LEN] {
+        let mut o = [kind::NOP, kind::NOP, kind::TS, 10, 0, 0, 0, 0, 0, 0, 0, 0];
+        o[4..8].copy_from_slice(&self.tsval.to_be_bytes());
+        o[8..12].copy_from_slice(&self.tsecr.to_be_bytes());
+        o
+    }
+}
+
 mod kind {
     // IANA "TCP Option Kind Numbers".
     pub const END: u8 = 0;
@@ -873,6 +888,17 @@ impl<'a> TcpRepr<'a> {
         };
 
         let mut options = packet.options();
+        // RFC 7323 Appendix A: most segments of a connection with timestamps
+        // carry exactly NOP, NOP, Timestamps; take that layout in one step.
+        if let [kind::NOP, kind::NOP, kind::TS, 10, ts @ ..] = options {
+            if ts.len() == 8 {
+                repr.timestamp = Some(TcpTimestamp {
+                    tsval: bytes::get_u32(ts, 0),
+                    tsecr: bytes::get_u32(ts, 4),
+                });
+                options = &[];
+            }
+        }
         while !options.is_empty() {
             let (rest, option) = TcpOption::parse(options)?;
             match option {
@@ -954,28 +980,62 @@ impl<'a> TcpRepr<'a> {
         dst_addr: Ipv4Address,
         caps: &ChecksumCapabilities,
     ) {
-        let layout = self.options_layout();
-        let header_len = TCP_HEADER_LEN + layout.len;
+        let header_len = self.header_len();
         let total_len = header_len + self.payload.len();
         let buf = &mut packet.buffer.as_mut()[..total_len];
+        let (header, payload) = buf.split_at_mut(header_len);
+        self.emit_header(header);
+        payload.copy_from_slice(self.payload);
+        if caps.tcp.tx() {
+            let sum = checksum::checksum_ipv4_upper(src_addr, dst_addr, IpProtocol::Tcp, buf);
+            bytes::set_u16(buf, field::CHECKSUM.start, sum);
+        }
+    }
 
-        bytes::set_u16(buf, field::SRC_PORT.start, self.src_port);
-        bytes::set_u16(buf, field::DST_PORT.start, self.dst_port);
-        bytes::set_u32(buf, field::SEQ_NUM.start, self.seq_number.0);
+    /// Write the header alone (fixed part and options, laid out as
+    /// [`emit`](TcpRepr::emit) does) with a zero checksum, for a caller that
+    /// places the payload behind it itself and fills the checksum over both
+    /// ([`TcpPacket::fill_checksum`]). `header` must be exactly
+    /// [`header_len`](TcpRepr::header_len) bytes; `payload` is not looked at.
+    pub fn emit_header(&self, header: &mut [u8]) {
+        let layout = self.options_layout();
+        let header_len = TCP_HEADER_LEN + layout.len;
+        assert_eq!(
+            header.len(),
+            header_len,
+            "TCP header buffer of the wrong size"
+        );
+        let (fixed, options) = header.split_at_mut(TCP_HEADER_LEN);
+
+        // RFC 9293 §3.1: the fixed header, built in registers and stored at once.
+        let ack = self.ack_number.map_or(0, |a| a.0);
         let mut flags = self.flags;
         flags.set(TcpFlags::ACK, self.ack_number.is_some());
-        bytes::set_u32(
-            buf,
-            field::ACK_NUM.start,
-            self.ack_number.map_or(0, |a| a.0),
-        );
-        buf[field::DATA_OFF] = ((header_len / 4) as u8) << 4;
-        buf[field::FLAGS] = flags.0;
-        bytes::set_u16(buf, field::WIN_SIZE.start, self.window_len);
-        bytes::set_u16(buf, field::CHECKSUM.start, 0);
-        bytes::set_u16(buf, field::URGENT.start, 0);
+        let mut h = [0u8; TCP_HEADER_LEN];
+        h[0..2].copy_from_slice(&self.src_port.to_be_bytes());
+        h[2..4].copy_from_slice(&self.dst_port.to_be_bytes());
+        h[4..8].copy_from_slice(&self.seq_number.0.to_be_bytes());
+        h[8..12].copy_from_slice(&ack.to_be_bytes());
+        h[field::DATA_OFF] = ((header_len / 4) as u8) << 4;
+        h[field::FLAGS] = flags.0;
+        h[14..16].copy_from_slice(&self.window_len.to_be_bytes());
+        // Checksum and urgent pointer stay zero.
+        fixed.copy_from_slice(&h);
 
-        let mut at = TCP_HEADER_LEN;
+        // The usual segment of a connection with timestamps: NOP, NOP, TS.
+        if let (Some(ts), None, None, false, 0) = (
+            self.timestamp,
+            self.max_seg_size,
+            self.window_scale,
+            self.sack_permitted,
+            layout.sack_blocks,
+        ) {
+            options.copy_from_slice(&ts.aligned_option());
+            return;
+        }
+
+        let buf = options;
+        let mut at = 0;
         if let Some(mss) = self.max_seg_size {
             buf[at] = kind::MSS;
             buf[at + 1] = 4;
@@ -1021,14 +1081,7 @@ impl<'a> TcpRepr<'a> {
                 at += 8;
             }
         }
-        debug_assert_eq!(at, header_len);
-
-        buf[header_len..].copy_from_slice(self.payload);
-
-        if caps.tcp.tx() {
-            let sum = checksum::checksum_ipv4_upper(src_addr, dst_addr, IpProtocol::Tcp, buf);
-            bytes::set_u16(buf, field::CHECKSUM.start, sum);
-        }
+        debug_assert_eq!(at, layout.len);
     }
 }
 

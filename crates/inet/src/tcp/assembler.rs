@@ -100,12 +100,10 @@ impl Assembler {
     /// trimmed to start exactly at `next`, in order. Pieces wholly before `next` are dropped.
     pub fn pop_ready(&mut self, next: TcpSeqNumber) -> Option<Buffer> {
         loop {
-            let (s, b) = self.pieces.front()?;
-            if *s > next {
+            if self.pieces.front()?.0 > next {
                 return None;
             }
-            let (s, mut b) = (*s, b.clone());
-            self.pieces.pop_front();
+            let (s, mut b) = self.pieces.pop_front()?;
             self.bytes -= b.len();
             let skip = next - s;
             if skip >= b.len() {

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use bypass_runtime::{Buffer, Instant};
 use bypass_wire::{
-    ChecksumCapabilities, IpProtocol, Ipv4Address, TcpFlags, TcpPacket, TcpRepr, TcpSeqNumber,
-    TcpTimestamp, IPV4_HEADER_LEN,
+    IpProtocol, Ipv4Address, TcpFlags, TcpPacket, TcpRepr, TcpSeqNumber, TcpTimestamp,
+    ETHERNET_HEADER_LEN, IPV4_HEADER_LEN, TCP_HEADER_LEN,
 };
 
 use super::assembler::{Assembler, Inserted};
@@ -14,7 +14,7 @@ use super::cc::CongestionControl;
 use super::rtt::RttEstimator;
 use super::{TcpConfig, TcpState};
 use crate::error::Error;
-use crate::iface::Iface;
+use crate::iface::{Iface, Route, ROUTE_HEADERS_LEN};
 use crate::socket::{Interest, Wakers};
 
 /// An IPv4 address and port.
@@ -36,6 +36,8 @@ pub(crate) struct Tcb {
     /// Why the connection failed, reported to the application.
     pub error: Option<Error>,
     pub wakers: Wakers,
+    /// Ethernet and IPv4 headers of our segments while the next hop stays resolved.
+    route: Option<Route>,
 
     // Send sequence space (RFC 9293 §3.3.1).
     iss: TcpSeqNumber,
@@ -204,6 +206,7 @@ impl Tcb {
             app_owned: false,
             error: None,
             wakers: Wakers::default(),
+            route: None,
             iss: open.iss,
             snd_una: open.iss,
             snd_nxt: open.iss,
@@ -365,18 +368,14 @@ impl Tcb {
     /// The earliest timer deadline.
     #[inline]
     pub fn poll_at(&self) -> Option<Instant> {
-        let min = |a: Option<Instant>, b: Option<Instant>| match (a, b) {
-            (Some(x), Some(y)) => Some(x.min(y)),
-            (x, None) => x,
-            (None, y) => y,
-        };
-        min(
-            min(
-                min(self.rto_at, self.delack_at),
-                min(self.persist_at, self.timewait_at),
-            ),
-            self.keepalive_at,
-        )
+        // Branch-free: an unset timer is the largest value.
+        let at = |t: Option<Instant>| t.map_or(u64::MAX, Instant::as_nanos);
+        let min = at(self.rto_at)
+            .min(at(self.delack_at))
+            .min(at(self.persist_at))
+            .min(at(self.timewait_at))
+            .min(at(self.keepalive_at));
+        (min != u64::MAX).then(|| Instant::from_nanos(min))
     }
 
     /// Whether the next output would send something.
@@ -621,7 +620,7 @@ impl Tcb {
         iface: &mut Iface,
         cfg: &TcpConfig,
         seg: &TcpRepr,
-        mut payload: Buffer,
+        payload: Buffer,
     ) {
         let now = iface.now;
         let mut f = seg.flags;
@@ -728,6 +727,8 @@ impl Tcb {
             iface.stats.tcp_dropped_in_state += 1;
             return;
         };
+        // In SYN-RECEIVED our SYN is unacknowledged: an acceptable ACK covers it too.
+        let acks_syn = self.state == TcpState::SynReceived;
         if self.state == TcpState::SynReceived {
             if ack > self.snd_una && ack <= self.snd_max {
                 self.snd_wnd = (seg.window_len as usize) << self.snd_wscale;
@@ -749,7 +750,7 @@ impl Tcb {
                 return;
             }
         }
-        if !self.process_ack(iface, cfg, seg, ack, payload.is_empty()) {
+        if !self.process_ack(iface, cfg, seg, ack, payload.is_empty(), acks_syn) {
             return;
         }
         if self.state == TcpState::Closed {
@@ -757,10 +758,11 @@ impl Tcb {
         }
 
         // Seventh: segment text.
-        if !payload.is_empty() {
+        let data_len = payload.len();
+        if data_len > 0 {
             match self.state {
                 TcpState::Established | TcpState::FinWait1 | TcpState::FinWait2 => {
-                    let fin_kept = self.receive_data(iface, seq, &mut payload, f.fin());
+                    let fin_kept = self.receive_data(iface, seq, payload, f.fin());
                     if !fin_kept {
                         return;
                     }
@@ -772,9 +774,9 @@ impl Tcb {
             }
         }
 
-        // Eighth: FIN.
+        // Eighth: FIN (it follows all of the segment's data, trimmed or not).
         if f.fin() {
-            let fin_seq = seq + payload.len();
+            let fin_seq = seq + data_len;
             if fin_seq == self.rcv_nxt {
                 self.receive_fin(cfg, now);
             } else if fin_seq > self.rcv_nxt {
@@ -792,6 +794,7 @@ impl Tcb {
         seg: &TcpRepr,
         ack: TcpSeqNumber,
         no_data: bool,
+        acks_syn: bool,
     ) -> bool {
         let now = iface.now;
         // RFC 5961 §5.2: acceptable iff SND.UNA - MAX.SND.WND <= SEG.ACK <= SND.NXT (we use
@@ -816,8 +819,9 @@ impl Tcb {
         self.probes = 0;
         if ack > self.snd_una {
             let mut acked = ack - self.snd_una;
-            if self.snd_una == self.iss {
-                // The ACK of our SYN (it takes one sequence number, no data).
+            if acks_syn {
+                // The ACK of our SYN (it takes one sequence number, no data). Not told by
+                // `snd_una == iss`: after 2^32 bytes the data reaches that number again.
                 acked -= 1;
             }
             let flight_before = self.snd_max - self.snd_una;
@@ -1018,7 +1022,7 @@ impl Tcb {
         &mut self,
         iface: &mut Iface,
         mut seq: TcpSeqNumber,
-        payload: &mut Buffer,
+        mut payload: Buffer,
         fin: bool,
     ) -> bool {
         // Trim what we have already (RFC 9293 §3.10.7.4: the acceptable part of the segment).
@@ -1045,9 +1049,11 @@ impl Tcb {
         }
         if seq == self.rcv_nxt {
             let filled_hole = !self.assembler.is_empty();
-            self.push_rcv(iface, payload.clone());
-            while let Some(b) = self.assembler.pop_ready(self.rcv_nxt) {
-                self.push_rcv(iface, b);
+            self.push_rcv(iface, payload);
+            if filled_hole {
+                while let Some(b) = self.assembler.pop_ready(self.rcv_nxt) {
+                    self.push_rcv(iface, b);
+                }
             }
             if let Some(fs) = self.ooo_fin {
                 if fs < self.rcv_nxt {
@@ -1074,7 +1080,7 @@ impl Tcb {
         } else {
             iface.stats.tcp_out_of_order += 1;
             let end = seq + payload.len();
-            match self.assembler.insert(seq, payload.clone()) {
+            match self.assembler.insert(seq, payload) {
                 Inserted::New => self.last_ooo = Some(seq),
                 Inserted::Duplicate => iface.stats.tcp_duplicate_segments += 1,
                 Inserted::Full => iface.stats.tcp_out_of_order_dropped += 1,
@@ -1098,7 +1104,10 @@ impl Tcb {
                 _ => false,
             };
         if !merged {
-            let copy = if n <= COALESCE_MAX {
+            // A small piece in a frame somebody else holds too is copied into a buffer of
+            // its own, which the next small pieces join; a frame only we hold serves as that
+            // buffer itself (the next pieces join it in its tailroom).
+            let copy = if n <= COALESCE_MAX && !data.is_unique() {
                 iface.pool.alloc_copy(&data)
             } else {
                 None
@@ -1335,6 +1344,12 @@ impl Tcb {
     /// Sends data and the FIN as the send and congestion windows allow. Returns whether
     /// anything went out.
     fn output_data(&mut self, iface: &mut Iface, cfg: &TcpConfig) -> bool {
+        let in_flight = self.snd_nxt - self.snd_una;
+        let fin_unsent = self.fin_queued && !self.fin_acked;
+        if in_flight > self.sndq_len || (in_flight == self.sndq_len && !fin_unsent) {
+            // Nothing unsent: no data, and the FIN is out or not queued.
+            return false;
+        }
         let now = iface.now;
         let mss = self.payload_max();
         let mut sent_any = false;
@@ -1438,7 +1453,7 @@ impl Tcb {
 
     /// Adds the SACK blocks of `seg` to the scoreboard (RFC 6675 §4 Update()).
     fn update_scoreboard(&mut self, seg: &TcpRepr) {
-        if !self.sack_enabled {
+        if !self.sack_enabled || seg.sack_ranges[0].is_none() {
             return;
         }
         for &(l, r) in seg.sack_ranges.iter().flatten() {
@@ -1468,6 +1483,9 @@ impl Tcb {
 
     /// Drops what the cumulative ACK covered.
     fn trim_scoreboard(&mut self) {
+        if self.sacked.is_empty() {
+            return;
+        }
         let una = self.snd_una;
         self.sacked.retain(|&(_, b)| b > una);
         if let Some(first) = self.sacked.first_mut() {
@@ -1656,30 +1674,17 @@ impl Tcb {
             self.window_to_advertise(syn)
         };
         let mut sack_ranges = [None; 3];
-        if self.sack_enabled && !syn && !is_rst {
+        if self.sack_enabled && !syn && !is_rst && !self.assembler.is_empty() {
             self.fill_sack(&mut sack_ranges);
         }
-        let mss_opt = self.adv_mss.min(u16::MAX as usize) as u16;
-        let repr = TcpRepr {
-            src_port: self.local.1,
-            dst_port: self.remote.1,
-            flags,
-            seq_number: seq,
-            ack_number,
-            window_len,
-            window_scale: (syn_options && self.offer_wscale).then_some(self.rcv_wscale),
-            max_seg_size: syn_options.then_some(mss_opt),
-            sack_permitted: syn_options && self.offer_sack,
-            sack_ranges,
-            timestamp: ((syn_options && self.offer_ts) || (self.ts_enabled && !is_rst)).then(
-                || TcpTimestamp {
+        let timestamp =
+            ((syn_options && self.offer_ts) || (self.ts_enabled && !is_rst)).then(|| {
+                TcpTimestamp {
                     tsval: self.ts_now(now),
                     tsecr: if flags.ack() { self.ts_recent } else { 0 },
-                },
-            ),
-            payload: &[],
-        };
-        // Payload first, then the header in front of it (no copy of the payload afterwards).
+                }
+            });
+        // Payload first, then the headers in front of it (no copy of the payload afterwards).
         if len > 0 {
             let (mut idx, mut base) = self.snd_cursor;
             if data_off < base || idx >= self.sndq.len() {
@@ -1702,21 +1707,6 @@ impl Tcb {
             }
             self.snd_cursor = (idx, base);
         }
-        let header_len = repr.header_len();
-        let header = frame.prepend(header_len);
-        let no_csum = ChecksumCapabilities::ignored();
-        repr.emit(
-            &mut TcpPacket::new_unchecked(header),
-            self.local.0,
-            self.remote.0,
-            &no_csum,
-        );
-        if iface.caps.tcp.tx() {
-            // Over header and payload at once (the payload is already in place behind it).
-            TcpPacket::new_unchecked(frame.as_mut_slice())
-                .fill_checksum(self.local.0, self.remote.0);
-        }
-        debug_assert!(frame.len() + IPV4_HEADER_LEN <= iface.mtu);
         if let Some(a) = ack_number {
             self.last_ack_sent = a;
             self.unacked_segments = 0;
@@ -1730,7 +1720,72 @@ impl Tcb {
             // RFC 5681 §4.1 counts idleness from the last data sent.
             self.last_send = now;
         }
-        iface.send_ipv4(frame, self.remote.0, IpProtocol::Tcp);
+        let plain = !syn_options && !syn && !is_rst && sack_ranges[0].is_none();
+        match &self.route {
+            Some(route) if plain && iface.route_holds(route) => {
+                // The usual segment on a resolved route: all three headers written at once,
+                // the TCP header field by field (RFC 9293 §3.1), its options as RFC 7323
+                // Appendix A lays them out.
+                let tcp_len = TCP_HEADER_LEN
+                    + if timestamp.is_some() {
+                        TcpTimestamp::ALIGNED_OPTION_LEN
+                    } else {
+                        0
+                    };
+                let payload_len = frame.len();
+                let headers = frame.prepend(ROUTE_HEADERS_LEN + tcp_len);
+                iface.write_routed_headers(route, headers, tcp_len + payload_len);
+                let mut tcp = TcpPacket::new_unchecked(&mut headers[ROUTE_HEADERS_LEN..]);
+                tcp.set_src_port(self.local.1);
+                tcp.set_dst_port(self.remote.1);
+                tcp.set_seq_number(seq);
+                tcp.set_ack_number(ack_number.unwrap_or(TcpSeqNumber(0)));
+                tcp.set_header_len(tcp_len as u8);
+                // The ACK bit goes with the acknowledgment number, as TcpRepr::emit has it.
+                let mut bits = flags;
+                bits.set(TcpFlags::ACK, ack_number.is_some());
+                tcp.set_flags(bits);
+                tcp.set_window_len(window_len);
+                tcp.set_checksum(0);
+                tcp.set_urgent_at(0);
+                if let Some(ts) = timestamp {
+                    tcp.options_mut().copy_from_slice(&ts.aligned_option());
+                }
+                if iface.caps.tcp.tx() {
+                    TcpPacket::new_unchecked(&mut frame.as_mut_slice()[ROUTE_HEADERS_LEN..])
+                        .fill_checksum(self.local.0, self.remote.0);
+                }
+                debug_assert!(frame.len() - ETHERNET_HEADER_LEN <= iface.mtu);
+                iface.queue_frame(frame);
+            }
+            _ => {
+                let mss_opt = self.adv_mss.min(u16::MAX as usize) as u16;
+                let repr = TcpRepr {
+                    src_port: self.local.1,
+                    dst_port: self.remote.1,
+                    flags,
+                    seq_number: seq,
+                    ack_number,
+                    window_len,
+                    window_scale: (syn_options && self.offer_wscale).then_some(self.rcv_wscale),
+                    max_seg_size: syn_options.then_some(mss_opt),
+                    sack_permitted: syn_options && self.offer_sack,
+                    sack_ranges,
+                    timestamp,
+                    payload: &[],
+                };
+                let header_len = repr.header_len();
+                repr.emit_header(frame.prepend(header_len));
+                if iface.caps.tcp.tx() {
+                    // Over header and payload at once (the payload is already behind it).
+                    TcpPacket::new_unchecked(frame.as_mut_slice())
+                        .fill_checksum(self.local.0, self.remote.0);
+                }
+                debug_assert!(frame.len() + IPV4_HEADER_LEN <= iface.mtu);
+                let route = Some(&mut self.route);
+                iface.send_ipv4_routed(frame, self.remote.0, IpProtocol::Tcp, route);
+            }
+        }
         true
     }
 

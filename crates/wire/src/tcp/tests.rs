@@ -375,6 +375,28 @@ fn emit_ack_bit_follows_ack_number() {
 }
 
 #[test]
+fn aligned_timestamp_option_is_the_rfc_7323_layout_and_parses_back() {
+    let ts = TcpTimestamp {
+        tsval: 0x0102_0304,
+        tsecr: 0xa0b0_c0d0,
+    };
+    let bytes = ts.aligned_option();
+    assert_eq!(
+        bytes,
+        [1, 1, 8, 10, 0x01, 0x02, 0x03, 0x04, 0xa0, 0xb0, 0xc0, 0xd0]
+    );
+    let parsed = parse_options(&bytes).unwrap();
+    assert_eq!(parsed.timestamp, Some(ts));
+    assert_eq!(parsed.max_seg_size, None);
+    // The same option after other options takes the general path and parses the same.
+    let mut longer = vec![2, 4, 0x05, 0xb4];
+    longer.extend_from_slice(&bytes);
+    let parsed = parse_options(&longer).unwrap();
+    assert_eq!(parsed.timestamp, Some(ts));
+    assert_eq!(parsed.max_seg_size, Some(1460));
+}
+
+#[test]
 fn seq_number_arithmetic() {
     let a = TcpSeqNumber(u32::MAX - 1);
     let b = a + 4;
@@ -547,6 +569,21 @@ proptest! {
         }
         prop_assert_eq!(parsed, expected);
         prop_assert_eq!(packet.segment_len(), repr.segment_len());
+    }
+
+    /// The header written alone, the payload put behind it and the checksum filled over both
+    /// give the same bytes as `emit`.
+    #[test]
+    fn emit_header_then_fill_checksum_equals_emit(repr in arb_repr(&PAYLOAD), src in any::<[u8; 4]>(), dst in any::<[u8; 4]>()) {
+        let (s, d) = (Ipv4Address(src), Ipv4Address(dst));
+        let mut whole = vec![0u8; repr.buffer_len()];
+        repr.emit(&mut TcpPacket::new_unchecked(&mut whole[..]), s, d, &ChecksumCapabilities::default());
+        let mut parts = vec![0xeeu8; repr.buffer_len()];
+        let header_len = repr.header_len();
+        repr.emit_header(&mut parts[..header_len]);
+        parts[header_len..].copy_from_slice(repr.payload);
+        TcpPacket::new_unchecked(&mut parts[..]).fill_checksum(s, d);
+        prop_assert_eq!(parts, whole);
     }
 
     #[test]
