@@ -30,6 +30,12 @@ pub struct HubConfig {
     /// Seed of the loss decisions.
     pub seed: u64,
     pub mtu: usize,
+    /// The ports offload IPv4/TCP/UDP checksums ([`DeviceCaps`] `rx_checksum_offload` and
+    /// `tx_checksum_offload`), as a NIC that fills and checks them would: a stack on the hub
+    /// neither computes nor verifies them. Frames cross the hub as copies in memory and are
+    /// never corrupted, so this is on by default; turn it off to run the stack's own
+    /// checksum code.
+    pub checksum_offload: bool,
 }
 
 impl Default for HubConfig {
@@ -39,6 +45,7 @@ impl Default for HubConfig {
             loss: 0.0,
             seed: 1,
             mtu: 1500,
+            checksum_offload: true,
         }
     }
 }
@@ -305,8 +312,11 @@ impl Device for HubPort {
     }
 
     fn caps(&self) -> DeviceCaps {
+        let config = &self.hub.inner.config;
         DeviceCaps {
-            mtu: self.hub.inner.config.mtu,
+            mtu: config.mtu,
+            rx_checksum_offload: config.checksum_offload,
+            tx_checksum_offload: config.checksum_offload,
             ..DeviceCaps::default()
         }
     }
