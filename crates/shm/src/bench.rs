@@ -3,8 +3,8 @@
 //! [`run`] measures, between two threads pinned to two different cores, both busy-polling:
 //!
 //! - the round trip of a 64 B message over a [`Channel`] (one thread sends, the other echoes
-//!   the bytes back), and the same with the echo answering with a new message of its own
-//!   without reading the one it got;
+//!   the message back), and the same with the echo dropping each message and answering with a
+//!   new one of its own (a fresh reply);
 //! - the round trip of a raw cache-line ping-pong (two atomic words, no queue at all): the floor
 //!   any shared-memory queue sits on;
 //! - the round trip of 64 B over a Unix domain socket pair and over a pair of pipes, with
@@ -210,8 +210,8 @@ impl fmt::Display for BenchReport {
         }
         writeln!(
             f,
-            "\nCPU per 64 B message, both ends on one thread in batches of 32 (send + receive + \
-             return of the chunk): {:.0} ns",
+            "\nCPU per 64 B message, both ends on one thread in batches of 32 (send + receive, \
+             both copies included): {:.0} ns",
             self.one_thread_ns_per_message
         )?;
         if let (Some(floor), Some(unix)) = (self.ratio_to_floor(), self.ratio_to_unix()) {
@@ -226,7 +226,7 @@ impl fmt::Display for BenchReport {
 }
 
 const SHM: &str = "shm channel";
-const SHM_NO_READ: &str = "shm channel, payload not read";
+const SHM_FRESH: &str = "shm channel, fresh reply";
 const RAW: &str = "raw cache-line ping-pong";
 const UNIX: &str = "unix socket pair";
 const PIPE: &str = "pipe pair";
@@ -251,7 +251,7 @@ fn measure(opts: &BenchOptions) -> Result<BenchReport, Error> {
     };
     let latency = vec![
         shm_round_trips(SHM, opts, cores, true)?,
-        shm_round_trips(SHM_NO_READ, opts, cores, false)?,
+        shm_round_trips(SHM_FRESH, opts, cores, false)?,
         raw_round_trips(opts, cores)?,
         stream_round_trips(UNIX, opts, cores, unix_pair()?)?,
         stream_round_trips(PIPE, opts, cores, pipe_pair()?)?,
@@ -328,9 +328,9 @@ fn small_config() -> ChannelConfig {
     }
 }
 
-/// With `echo_copies`, the echo side sends back the bytes it received (copying them into its
-/// own arena, so it reads them); without, it answers each message with a new 64 B message of
-/// its own and never reads the one it got (the cost of the queue alone).
+/// With `echo_copies`, the echo side sends back the message it received (64 B travel inline,
+/// so the echo copies them out of one ring slot and into another: it reads them); without, it
+/// drops each message and answers with a new 64 B message of its own.
 fn shm_round_trips(
     path: &'static str,
     opts: &BenchOptions,
@@ -534,8 +534,9 @@ fn stream_round_trips(
     Ok(row(path, &h))
 }
 
-/// Sends `messages` of `size` bytes one way. Small messages are written into a buffer of the
-/// arena and passed without a copy; the receiver reads every byte of each one.
+/// Sends `messages` of `size` bytes one way, each written into a buffer of the arena (small
+/// ones then travel inline in their ring slots, large ones without a copy); the receiver
+/// reads every byte of each one.
 fn shm_throughput(
     cores: (usize, usize),
     size: usize,

@@ -5,7 +5,7 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use bypass_runtime::{Buffer, BufferPool, Sga};
@@ -84,6 +84,8 @@ impl From<Error> for TrySendError {
 pub struct ChannelStats {
     pub sent: u64,
     pub received: u64,
+    /// Messages of at most [`Channel::inline_max`] bytes, sent inside their ring slot.
+    pub inline_messages: u64,
     /// Segments sent without copying (they were buffers of [`Channel::alloc`]).
     pub zero_copy_segments: u64,
     /// Segments copied into this side's arena (buffers from elsewhere).
@@ -96,6 +98,10 @@ pub struct ChannelStats {
 const LIVENESS_INTERVAL: Duration = Duration::from_millis(1);
 /// Empty polls between reads of the clock.
 const CLOCK_EVERY: u32 = 64;
+/// Polls of the ring alone between two whole receive attempts of a spinning receive.
+const QUICK_POLLS: u32 = 16;
+/// A spare receive buffer is taken only while more chunks than this are free.
+const SPARE_MARGIN: usize = 8;
 /// Longest single futex sleep, so that a peer's death is seen within this bound.
 const MAX_SLEEP: Duration = Duration::from_millis(5);
 
@@ -119,19 +125,28 @@ pub struct Channel {
     object: String,
     side: usize,
     layout: Layout,
+    /// Messages up to this many bytes travel inside their ring slot.
+    inline_max: usize,
     /// Our half of the arena: messages are built in its buffers.
     pool: BufferPool,
     /// The peer's half, lent to us chunk by chunk.
     peer_pool: BufferPool,
     /// A buffer per chunk of ours the peer holds, dropped when the chunk comes home.
     in_flight: Vec<Option<Buffer>>,
+    /// How many of `in_flight` are `Some` (none: there is nothing to reap).
+    in_flight_count: u32,
     /// Chunks of the peer's we hold (adopted and not yet returned).
     held: Vec<bool>,
+    /// How many of `held` are set (none: there is nothing to return).
+    held_count: u32,
     returns: Returns,
     /// Returns that did not fit the return ring yet.
     pending_returns: Vec<u32>,
     /// Descriptors of the message being received.
     scratch: Vec<[u32; 4]>,
+    /// A buffer of our half taken while idle, for the next inline message to land in (so the
+    /// receive path does not allocate). Given back whenever our half runs short.
+    spare: Option<Buffer>,
 
     peer: Option<PeerWatch>,
     /// Set once the channel has failed: every later call returns it.
@@ -334,12 +349,15 @@ impl Channel {
         peer: Option<PeerWatch>,
     ) -> Result<Channel, Error> {
         let peer_side = 1 - side;
+        // Data rings are stamped (a receiver polls the slot itself); return rings, read only
+        // now and then, are not.
         let shared = |at: &RingAt| RingShared {
             tail: &region.u32s_static(at.tail, 1)[0],
             head: &region.u32s_static(at.head, 1)[0],
             waiting: &region.u32s_static(at.waiting, 1)[0],
             slots: region.u32s_static(at.slots, at.capacity * at.slot_words),
             slot_words: at.slot_words,
+            stamped: at.slot_words == layout::SLOT_WORDS,
         };
         let tx = Producer::new(shared(&layout.data[side]))?;
         let rx = Consumer::new(shared(&layout.data[peer_side]));
@@ -370,14 +388,18 @@ impl Channel {
             name: name.to_string(),
             object,
             side,
+            inline_max: g.inline_max(),
             layout,
             pool,
             peer_pool,
             in_flight: (0..g.chunks).map(|_| None).collect(),
+            in_flight_count: 0,
             held: vec![false; g.chunks as usize],
+            held_count: 0,
             returns,
             pending_returns: Vec::with_capacity(g.chunks as usize),
             scratch: Vec::with_capacity(g.ring_slots as usize),
+            spare: None,
             peer,
             failed: None,
             departed: None,
@@ -417,6 +439,11 @@ impl Channel {
         self.stats
     }
 
+    /// The largest message sent inside its ring slot rather than in buffers of the arena.
+    pub fn inline_max(&self) -> usize {
+        self.inline_max
+    }
+
     pub fn set_wait_mode(&mut self, mode: WaitMode) {
         self.wait_mode = mode;
     }
@@ -432,6 +459,9 @@ impl Channel {
     #[inline]
     pub fn alloc(&mut self) -> Option<Buffer> {
         if self.pool.available() == 0 {
+            if let Some(spare) = self.spare.take() {
+                return Some(spare);
+            }
             let _ = self.reap_returns();
         }
         self.pool.alloc()
@@ -441,6 +471,7 @@ impl Channel {
     pub fn alloc_message(&mut self, data: &[u8]) -> Option<Sga> {
         let need = data.len().div_ceil(self.pool.data_capacity());
         if self.pool.available() < need {
+            self.spare = None;
             let _ = self.reap_returns();
         }
         Sga::copy_from(&self.pool, data)
@@ -471,26 +502,54 @@ impl Channel {
     /// every message staged before it, at the next [`Channel::flush`] (one shared store per
     /// batch). A message is delivered whole or not at all.
     ///
-    /// Segments that are unique buffers of [`Channel::pool`] are passed without a copy (the
-    /// peer's `pop` returns these very bytes); any other segment is copied into this side's
-    /// arena.
+    /// A message of at most [`Channel::inline_max`] bytes is copied into its ring slot, and its
+    /// buffers are free again as soon as this returns: the peer copies it out into a buffer of
+    /// its own (a small copy saves the return of a chunk, and the cache lines of one). In a
+    /// larger message, segments that are unique buffers of [`Channel::pool`] are passed without
+    /// a copy (the peer's `pop` returns these very bytes); any other segment is copied into
+    /// this side's arena.
     #[inline]
-    pub fn stage(&mut self, mut sga: Sga) -> Result<(), TrySendError> {
-        self.check_failed()?;
-        if let Some(e) = &self.departed {
-            // Nobody will read it; what the peer sent before leaving can still be received.
-            return Err(TrySendError::Failed(e.clone()));
+    pub fn stage(&mut self, sga: Sga) -> Result<(), TrySendError> {
+        self.check_sendable()?;
+        let len = sga.len();
+        if len <= self.inline_max {
+            return match self.write_inline(&sga, len)? {
+                true => Ok(()),
+                false => Err(self.full(sga)),
+            };
         }
+        self.stage_in_chunks(sga)
+    }
+
+    /// Fails if the channel failed or the peer left (nobody would read what is sent; what the
+    /// peer sent before leaving can still be received).
+    #[inline]
+    fn check_sendable(&self) -> Result<(), TrySendError> {
+        self.check_failed()?;
+        match &self.departed {
+            Some(e) => Err(TrySendError::Failed(e.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// What a send that found no room returns: the message back, unless the peer has left.
+    fn full(&mut self, sga: Sga) -> TrySendError {
+        match self.peer_departure() {
+            Some(e) => TrySendError::Failed(e),
+            None => TrySendError::Full(sga),
+        }
+    }
+
+    /// Stages a message larger than [`Channel::inline_max`]: a descriptor per chunk.
+    #[inline]
+    fn stage_in_chunks(&mut self, mut sga: Sga) -> Result<(), TrySendError> {
         // The common case, one buffer of our arena: one descriptor, no copy.
         if sga.num_segments() == 1 {
             let seg = sga.segments().next().expect("one segment");
             if !seg.is_empty() && self.pool.owns(seg) && seg.is_unique() {
                 let free = self.tx.free(1).map_err(|e| self.fail(e.into()))?;
                 if free == 0 {
-                    if let Some(e) = self.peer_departure() {
-                        return Err(TrySendError::Failed(e));
-                    }
-                    return Err(TrySendError::Full(sga));
+                    return Err(self.full(sga));
                 }
                 let seg = sga.take_segments().next().expect("one segment");
                 self.stats.zero_copy_segments += 1;
@@ -510,7 +569,6 @@ impl Channel {
                 copies += n;
             }
         }
-        let slots = slots.max(1);
         let capacity = self.tx.capacity() as usize;
         if slots > capacity {
             return Err(TrySendError::Failed(Error::invalid(format!(
@@ -529,6 +587,7 @@ impl Channel {
             ))));
         }
         if self.pool.available() < copies {
+            self.spare = None;
             self.reap_returns()?;
         }
         let free = self
@@ -543,10 +602,6 @@ impl Channel {
         }
         // From here on nothing can fail: the slots and chunks are there.
         let mut left = slots;
-        if sga.is_empty() {
-            left -= 1;
-            self.stage_descriptor([layout::NO_CHUNK, 0, 0, 0]);
-        }
         for seg in sga.take_segments().filter(|s| !s.is_empty()) {
             if self.pool.owns(&seg) && seg.is_unique() {
                 self.stats.zero_copy_segments += 1;
@@ -569,6 +624,34 @@ impl Channel {
         Ok(())
     }
 
+    /// Stages a message of `len` (at most [`Channel::inline_max`]) bytes inside its slot.
+    /// Returns false if the ring is full. The caller may drop `sga` once this returns true.
+    #[inline]
+    fn write_inline(&mut self, sga: &Sga, len: usize) -> Result<bool, Error> {
+        let slot = match self.tx.stage_slot() {
+            Ok(Some(slot)) => slot,
+            Ok(None) => return Ok(false),
+            Err(e) => return Err(self.fail(e.into())),
+        };
+        let desc = [layout::NO_CHUNK, 0, len as u32, layout::FLAG_INLINE];
+        for (cell, w) in slot.iter().zip(desc) {
+            cell.store(w, Ordering::Relaxed);
+        }
+        let words = &slot[layout::DESC_WORDS..];
+        match sga.num_segments() {
+            0 => {}
+            1 => store_bytes(words, sga.segments().next().expect("one segment")),
+            _ => {
+                let mut bytes = [0u8; layout::INLINE_MAX];
+                let n = sga.copy_to(&mut bytes);
+                store_bytes(words, &bytes[..n]);
+            }
+        }
+        self.stats.inline_messages += 1;
+        self.stats.sent += 1;
+        Ok(true)
+    }
+
     /// Stages a descriptor of `buf` and keeps `buf` until the peer returns its chunk.
     #[inline]
     fn stage_buffer(&mut self, buf: Buffer, more: bool) {
@@ -578,18 +661,30 @@ impl Channel {
         let slot = &mut self.in_flight[chunk as usize];
         assert!(slot.is_none(), "chunk {chunk} staged while in flight");
         *slot = Some(buf);
+        self.in_flight_count += 1;
     }
 
     #[inline]
     fn stage_descriptor(&mut self, desc: [u32; 4]) {
-        let staged = self.tx.stage(&desc).expect("free slots were checked");
-        assert!(staged, "free slots were checked");
+        let slot = self
+            .tx
+            .stage_slot()
+            .expect("free slots were checked")
+            .expect("free slots were checked");
+        for (cell, w) in slot.iter().zip(desc) {
+            cell.store(w, Ordering::Relaxed);
+        }
     }
 
     /// Publishes every staged message, and wakes the peer if it sleeps.
     #[inline]
     pub fn flush(&mut self) -> Result<(), Error> {
         self.check_failed()?;
+        self.publish_and_reap()
+    }
+
+    #[inline]
+    fn publish_and_reap(&mut self) -> Result<(), Error> {
         if self.tx.publish() {
             self.stats.wakeups += 1;
             os::futex_wake(self.tx.wake_word());
@@ -603,15 +698,38 @@ impl Channel {
     /// Sends one message now: [`Channel::stage`] then [`Channel::flush`].
     #[inline]
     pub fn try_send(&mut self, sga: Sga) -> Result<(), TrySendError> {
-        self.stage(sga)?;
-        self.flush()?;
+        self.check_sendable()?;
+        let len = sga.len();
+        if len <= self.inline_max {
+            if !self.write_inline(&sga, len)? {
+                return Err(self.full(sga));
+            }
+            self.publish_and_reap()?;
+            // The buffers of an inline message go back to their pools only now, off the path
+            // to the peer.
+            drop(sga);
+            return Ok(());
+        }
+        self.stage_in_chunks(sga)?;
+        self.publish_and_reap()?;
         Ok(())
     }
 
     /// Sends one message, retrying while the channel is full, for up to `timeout` (forever if
     /// `None`).
-    pub fn send(&mut self, mut sga: Sga, timeout: Option<Duration>) -> Result<(), Error> {
-        let start = Instant::now();
+    #[inline]
+    pub fn send(&mut self, sga: Sga, timeout: Option<Duration>) -> Result<(), Error> {
+        match self.try_send(sga) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Failed(e)) => Err(e),
+            Err(TrySendError::Full(back)) => self.send_when_room(back, timeout),
+        }
+    }
+
+    #[inline(never)]
+    fn send_when_room(&mut self, mut sga: Sga, timeout: Option<Duration>) -> Result<(), Error> {
+        // The clock is read only once the channel is found full.
+        let mut start = None;
         let mut spins = 0u32;
         loop {
             match self.try_send(sga) {
@@ -619,6 +737,7 @@ impl Channel {
                 Err(TrySendError::Failed(e)) => return Err(e),
                 Err(TrySendError::Full(back)) => sga = back,
             }
+            let start = *start.get_or_insert_with(Instant::now);
             spins = spins.wrapping_add(1);
             if spins % CLOCK_EVERY == 0 {
                 if timeout.is_some_and(|t| start.elapsed() >= t) {
@@ -638,9 +757,18 @@ impl Channel {
         }
     }
 
-    /// Takes back the chunks the peer has finished with.
-    #[inline]
+    /// Takes back the chunks the peer has finished with. With no chunk in flight (small
+    /// messages travel inline) there is nothing to take back, and the return ring is not read.
+    #[inline(always)]
     fn reap_returns(&mut self) -> Result<(), Error> {
+        if self.in_flight_count == 0 {
+            return Ok(());
+        }
+        self.reap_some_returns()
+    }
+
+    #[inline(never)]
+    fn reap_some_returns(&mut self) -> Result<(), Error> {
         let n = self.ret_rx.available().map_err(|e| self.fail(e.into()))?;
         let mut word = [0u32];
         for i in 0..n {
@@ -651,7 +779,10 @@ impl Channel {
                 .get_mut(chunk as usize)
                 .and_then(Option::take)
             {
-                Some(buf) => drop(buf),
+                Some(buf) => {
+                    drop(buf);
+                    self.in_flight_count -= 1;
+                }
                 None => {
                     return Err(self.fail(Error::corrupt(format!(
                         "the peer returned chunk {chunk}, which it does not hold; closing \
@@ -681,8 +812,17 @@ impl Channel {
     /// A chunk counts as held here until it is in the return ring, so a peer that sends a
     /// chunk again before it came home is caught, and the chunks waiting for room in the ring
     /// (a peer that does not take its returns) never number more than the arena half has.
-    #[inline]
+    #[inline(always)]
     fn flush_returns(&mut self, now: bool) -> Result<(), Error> {
+        if self.held_count == 0 {
+            // Nothing of the peer's is here, so nothing can be on its way home.
+            return Ok(());
+        }
+        self.flush_some_returns(now)
+    }
+
+    #[inline(never)]
+    fn flush_some_returns(&mut self, now: bool) -> Result<(), Error> {
         {
             let mut returns = self.returns.borrow_mut();
             let gathered = returns.len() + self.pending_returns.len();
@@ -697,6 +837,7 @@ impl Channel {
             match self.ret_tx.stage(&[chunk]) {
                 Ok(true) => {
                     self.held[chunk as usize] = false;
+                    self.held_count -= 1;
                     sent += 1;
                 }
                 Ok(false) => break,
@@ -752,34 +893,37 @@ impl Channel {
             return Ok(None);
         }
         let g = self.layout.geometry;
+        // The common cases, a message of one slot: inline, or one descriptor.
+        let slot = self.rx.slot(0);
         let mut desc = [0u32; 4];
-        // The common case, a message of one descriptor.
-        self.rx.peek(0, &mut desc);
+        for (d, cell) in desc.iter_mut().zip(slot) {
+            *d = cell.load(Ordering::Relaxed);
+        }
+        if desc[3] & layout::FLAG_INLINE != 0 {
+            return self.take_inline(&desc, &slot[layout::DESC_WORDS..]);
+        }
         if desc[3] & layout::FLAG_MORE == 0 {
             self.check_descriptor(&desc)?;
-            let mut sga = Sga::new();
-            if desc[0] != layout::NO_CHUNK {
-                sga.push(self.adopt(&desc));
-            }
+            let sga = Sga::from(self.adopt(&desc));
             self.finish_message(1);
             return Ok(Some(sga));
         }
+        // A message of several slots: every slot published so far.
+        let avail = self.rx.refresh()?;
         self.scratch.clear();
         let mut complete = false;
         for i in 0..avail {
-            self.rx.peek(i, &mut desc);
+            for (d, cell) in desc.iter_mut().zip(self.rx.slot(i)) {
+                *d = cell.load(Ordering::Relaxed);
+            }
             if let Err(e) = self.check_descriptor(&desc) {
                 for d in &self.scratch {
-                    if d[0] != layout::NO_CHUNK {
-                        self.held[d[0] as usize] = false;
-                    }
+                    self.held[d[0] as usize] = false;
                 }
                 return Err(e);
             }
-            if desc[0] != layout::NO_CHUNK {
-                // Marked now so a chunk named twice in one message is caught.
-                self.held[desc[0] as usize] = true;
-            }
+            // Marked now so a chunk named twice in one message is caught.
+            self.held[desc[0] as usize] = true;
             self.scratch.push(desc);
             if desc[3] & layout::FLAG_MORE == 0 {
                 complete = true;
@@ -788,9 +932,7 @@ impl Channel {
         }
         if !complete {
             for d in &self.scratch {
-                if d[0] != layout::NO_CHUNK {
-                    self.held[d[0] as usize] = false;
-                }
+                self.held[d[0] as usize] = false;
             }
             if avail >= g.ring_slots {
                 return Err(Error::corrupt(format!(
@@ -806,11 +948,45 @@ impl Channel {
         let mut sga = Sga::new();
         for i in 0..self.scratch.len() {
             let d = self.scratch[i];
-            if d[0] != layout::NO_CHUNK {
-                sga.push(self.adopt(&d));
-            }
+            sga.push(self.adopt(&d));
         }
         self.finish_message(n);
+        Ok(Some(sga))
+    }
+
+    /// Delivers an inline message (descriptor `desc`, bytes in `words`) in a buffer of this
+    /// side's half. If every chunk of the half is in use, the message stays in the ring until
+    /// one is free.
+    #[inline]
+    fn take_inline(&mut self, desc: &[u32; 4], words: &[AtomicU32]) -> Result<Option<Sga>, Error> {
+        let [chunk, start, len, flags] = *desc;
+        if flags != layout::FLAG_INLINE
+            || chunk != layout::NO_CHUNK
+            || start != 0
+            || len as usize > self.inline_max
+        {
+            return Err(Error::corrupt(format!(
+                "the peer sent a bad inline descriptor {desc:?} on channel {:?} (at most {} B, \
+                 no chunk, no other flag); closing the channel",
+                self.name, self.inline_max
+            )));
+        }
+        let mut sga = Sga::new();
+        if len > 0 {
+            let mut buf = match self.spare.take().or_else(|| self.pool.alloc()) {
+                Some(buf) => buf,
+                None => {
+                    self.reap_returns()?;
+                    match self.pool.alloc() {
+                        Some(buf) => buf,
+                        None => return Ok(None),
+                    }
+                }
+            };
+            load_bytes(words, buf.append(len as usize));
+            sga.push(buf);
+        }
+        self.finish_message(1);
         Ok(Some(sga))
     }
 
@@ -818,6 +994,7 @@ impl Channel {
     #[inline]
     fn adopt(&mut self, d: &[u32; 4]) -> Buffer {
         self.held[d[0] as usize] = true;
+        self.held_count += 1;
         let mut buf = self.peer_pool.adopt(d[0], d[1] as usize);
         buf.set_range(d[1] as usize, d[2] as usize);
         buf
@@ -845,13 +1022,9 @@ impl Channel {
             )))
         };
         if flags & !layout::FLAG_MORE != 0 {
-            return bad(format!("unknown flags {flags:#x}"));
-        }
-        if chunk == layout::NO_CHUNK {
-            if start != 0 || len != 0 {
-                return bad("an empty descriptor with a range".into());
-            }
-            return Ok(());
+            return bad(format!(
+                "flags {flags:#x} (an inline message cannot be part of a larger one)"
+            ));
         }
         if chunk >= g.chunks {
             return bad(format!("chunk {chunk} of {}", g.chunks));
@@ -928,17 +1101,25 @@ impl Channel {
 
     /// Receives one message, waiting for up to `timeout` (forever if `None`) in the
     /// [`WaitMode`] of this end. A timeout leaves the channel usable.
+    #[inline]
     pub fn recv(&mut self, timeout: Option<Duration>) -> Result<Sga, Error> {
-        // The clock is read only once the first poll finds nothing.
+        match self.try_recv()? {
+            Some(sga) => Ok(sga),
+            None => self.recv_waiting(timeout),
+        }
+    }
+
+    #[inline(never)]
+    fn recv_waiting(&mut self, timeout: Option<Duration>) -> Result<Sga, Error> {
+        // The clock is read only with a timeout, and only once a poll found nothing.
         let mut start = None;
         let mut polls = 0u32;
         loop {
-            if let Some(sga) = self.try_recv()? {
-                return Ok(sga);
-            }
             polls = polls.wrapping_add(1);
-            let start = *start.get_or_insert_with(Instant::now);
-            let elapsed = || start.elapsed();
+            if timeout.is_some() && start.is_none() {
+                start = Some(Instant::now());
+            }
+            let elapsed = || start.map_or(Duration::ZERO, |s| s.elapsed());
             if polls % CLOCK_EVERY == 0 {
                 if let Some(t) = timeout {
                     if elapsed() >= t {
@@ -946,8 +1127,14 @@ impl Channel {
                     }
                 }
             }
+            if self.spare.is_none() && self.pool.available() > SPARE_MARGIN {
+                // Idle: allocate now what the next inline message will land in.
+                self.spare = self.pool.alloc();
+            }
             match self.wait_mode {
-                WaitMode::Spin => std::hint::spin_loop(),
+                WaitMode::Spin => {
+                    self.spin_on_ring(QUICK_POLLS)?;
+                }
                 WaitMode::Block { spins } if polls < spins => std::hint::spin_loop(),
                 WaitMode::Block { .. } => {
                     let mut sleep = MAX_SLEEP;
@@ -964,7 +1151,26 @@ impl Channel {
                     self.idle_polls = CLOCK_EVERY - 1;
                 }
             }
+            if let Some(sga) = self.try_recv()? {
+                return Ok(sga);
+            }
         }
+    }
+
+    /// Polls nothing but the receive ring (the next slot's stamp), up to `n` times, until
+    /// something is published there: a tight loop that notices a message sooner than whole
+    /// receive attempts would. Returns whether something arrived.
+    #[inline]
+    fn spin_on_ring(&mut self, n: u32) -> Result<bool, Error> {
+        for _ in 0..n {
+            std::hint::spin_loop();
+            match self.rx.available() {
+                Ok(0) => {}
+                Ok(_) => return Ok(true),
+                Err(e) => return Err(self.fail(e.into())),
+            }
+        }
+        Ok(false)
     }
 
     /// Sleeps until the peer publishes something (or leaves), for at most `max`; returns at
@@ -1032,6 +1238,76 @@ impl std::fmt::Debug for Channel {
             .finish()
     }
 }
+
+/// Writes `bytes` (at most [`layout::INLINE_MAX`]) into the shared `words` of an inline
+/// message, four to a word (little-endian; the last one padded with zeroes).
+#[inline]
+fn store_bytes(words: &[AtomicU32], bytes: &[u8]) {
+    let words: &[AtomicU32; INLINE_WORDS] = words.try_into().expect("inline words");
+    assert!(
+        bytes.len() <= layout::INLINE_MAX,
+        "inline message longer than a slot"
+    );
+    // Sixteen bytes at a time, then what is left through a padded copy.
+    let blocks = bytes.chunks_exact(16);
+    let tail = blocks.remainder();
+    for (b, cells) in blocks.zip(words.chunks_exact(4)) {
+        let b: &[u8; 16] = b.try_into().expect("sixteen bytes");
+        for (cell, q) in cells.iter().zip(b.chunks_exact(4)) {
+            let q: [u8; 4] = q.try_into().expect("four bytes");
+            cell.store(u32::from_le_bytes(q), Ordering::Relaxed);
+        }
+    }
+    if !tail.is_empty() {
+        let mut last = [0u8; 16];
+        last[..tail.len()].copy_from_slice(tail);
+        let cells = &words[(bytes.len() / 16) * 4..];
+        for (cell, q) in cells
+            .iter()
+            .zip(last.chunks_exact(4))
+            .take(tail.len().div_ceil(4))
+        {
+            let q: [u8; 4] = q.try_into().expect("four bytes");
+            cell.store(u32::from_le_bytes(q), Ordering::Relaxed);
+        }
+    }
+}
+
+/// Fills `out` (at most [`layout::INLINE_MAX`] bytes) from the shared `words`, as
+/// [`store_bytes`] wrote them. Each word is loaded once: a peer changing them meanwhile
+/// changes the bytes, nothing else.
+#[inline]
+fn load_bytes(words: &[AtomicU32], out: &mut [u8]) {
+    let words: &[AtomicU32; INLINE_WORDS] = words.try_into().expect("inline words");
+    assert!(
+        out.len() <= layout::INLINE_MAX,
+        "inline message longer than a slot"
+    );
+    let whole = (out.len() / 16) * 4;
+    let mut blocks = out.chunks_exact_mut(16);
+    for (b, cells) in (&mut blocks).zip(words.chunks_exact(4)) {
+        let mut w = [0u8; 16];
+        for (q, cell) in w.chunks_exact_mut(4).zip(cells) {
+            q.copy_from_slice(&cell.load(Ordering::Relaxed).to_le_bytes());
+        }
+        b.copy_from_slice(&w);
+    }
+    let tail = blocks.into_remainder();
+    if !tail.is_empty() {
+        let mut w = [0u8; 16];
+        let n = tail.len();
+        for (q, cell) in w
+            .chunks_exact_mut(4)
+            .zip(&words[whole..])
+            .take(n.div_ceil(4))
+        {
+            q.copy_from_slice(&cell.load(Ordering::Relaxed).to_le_bytes());
+        }
+        tail.copy_from_slice(&w[..n]);
+    }
+}
+
+use layout::INLINE_WORDS;
 
 /// The pid of the process that created `object`, if that process still runs. A region whose
 /// creator is dead, or that was never initialized within a grace period, is stale.

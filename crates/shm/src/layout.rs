@@ -9,16 +9,19 @@
 //! arena  (4 KiB aligned) half 0: side 0's chunks | half 1: side 1's chunks
 //! ```
 //!
-//! Side 0 is the creator, side 1 the opener. A data slot is a descriptor of four words
-//! `[chunk, start, len, flags]` naming bytes in the *sender's* half; a return slot is one word,
-//! a chunk index of the *receiver's* half. A return ring has a slot for every chunk of the half,
-//! so the side returning chunks never runs out of room (it returns each chunk it holds once).
+//! Side 0 is the creator, side 1 the opener. A data slot is [`SLOT_WORDS`] words (128 B, two
+//! cache lines): a descriptor of four words `[chunk, start, len, flags]`, room for a small
+//! message's bytes, and last the ring's stamp (data rings are stamped: see [`crate::ring`]). A
+//! descriptor either names bytes in the *sender's* half (zero-copy), or has [`FLAG_INLINE`] and
+//! carries the message itself, up to [`INLINE_MAX`] bytes, after the descriptor. A return slot is one word, a chunk index of the *receiver's* half. A return ring
+//! has a slot for every chunk of the half, so the side returning chunks never runs out of room
+//! (it returns each chunk it holds once).
 
 use crate::Error;
 
 /// "bypasshm" in ASCII.
 pub const MAGIC: u64 = u64::from_be_bytes(*b"bypasshm");
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 pub const HEADER_LEN: usize = 4096;
 pub const OFF_MAGIC: usize = 0;
@@ -39,9 +42,20 @@ pub const STATE_CLOSED: u32 = 2;
 
 /// Descriptor flag: more descriptors of the same message follow.
 pub const FLAG_MORE: u32 = 1;
-/// The chunk index of a descriptor that carries no bytes (an empty message).
+/// Descriptor flag: the message's `len` bytes follow the descriptor in its slot (the chunk is
+/// [`NO_CHUNK`], start 0, and no other flag is set: an inline message is always whole).
+pub const FLAG_INLINE: u32 = 2;
+/// The chunk index of a descriptor that names no chunk (an inline message).
 pub const NO_CHUNK: u32 = u32::MAX;
+/// Words of a descriptor, at the front of a data slot.
 pub const DESC_WORDS: usize = 4;
+/// Words of a data slot: the descriptor, the bytes of an inline message, the stamp.
+pub const SLOT_WORDS: usize = 32;
+/// Words of a data slot that carry an inline message's bytes.
+pub const INLINE_WORDS: usize = SLOT_WORDS - DESC_WORDS - 1;
+/// The most bytes an inline message carries (a channel whose buffers hold fewer inlines only
+/// up to its buffers' data capacity, so the receiver can copy it into one buffer).
+pub const INLINE_MAX: usize = INLINE_WORDS * 4;
 
 /// Bytes between the shared words of a ring (two cache lines, against adjacent-line prefetch).
 const LINE: usize = 128;
@@ -147,12 +161,17 @@ impl Geometry {
         Ok(())
     }
 
+    /// The largest message sent inline: [`INLINE_MAX`], or less if a buffer holds less.
+    pub fn inline_max(&self) -> usize {
+        INLINE_MAX.min((self.chunk_size - self.headroom) as usize)
+    }
+
     /// The layout of a region of this geometry (which must be valid).
     pub fn layout(&self) -> Layout {
         debug_assert!(self.validate().is_ok());
         let ret_cap = (self.chunks as usize).next_power_of_two();
-        let d0 = RingAt::new(HEADER_LEN, self.ring_slots as usize, DESC_WORDS);
-        let d1 = RingAt::new(d0.end(), self.ring_slots as usize, DESC_WORDS);
+        let d0 = RingAt::new(HEADER_LEN, self.ring_slots as usize, SLOT_WORDS);
+        let d1 = RingAt::new(d0.end(), self.ring_slots as usize, SLOT_WORDS);
         let r0 = RingAt::new(d1.end(), ret_cap, 1);
         let r1 = RingAt::new(r0.end(), ret_cap, 1);
         let arena = r1.end().next_multiple_of(4096);
@@ -197,6 +216,7 @@ mod tests {
         for r in rings {
             assert!(r.tail >= prev_end);
             assert_eq!(r.tail % 128, 0);
+            assert_eq!(r.slots % 128, 0, "slots start on a cache-line pair");
             assert!(r.head - r.tail >= 128 && r.waiting - r.head >= 128);
             prev_end = r.end();
         }

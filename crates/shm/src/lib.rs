@@ -18,8 +18,26 @@
 //! names them, and the receiver gets a [`Buffer`](bypass_runtime::Buffer) on the very same
 //! bytes: no copy. When the receiver drops its last handle on a chunk, the chunk goes home
 //! through the return ring and the sender's pool can hand it out again. A message of several
-//! segments is several descriptors with a "more follows" flag, published in one store of the
-//! ring's tail: the receiver gets it whole or not at all.
+//! segments is several descriptors with a "more follows" flag, published together: the
+//! receiver gets it whole or not at all.
+//!
+//! # Small messages travel inline
+//!
+//! A ring slot is 128 B (two cache lines): the descriptor, up to
+//! [`layout::INLINE_MAX`] = 108 bytes of message, and a stamp. A message of at most
+//! [`Channel::inline_max`] bytes (108, or a buffer's data capacity if that is smaller) is
+//! copied into its slot instead: its buffers are free again as soon as it is sent, and the
+//! receiver copies the bytes into a buffer of *its own* half. Such a message costs the two
+//! cache lines of its slot and nothing else: no chunk is lent, so none comes home through a
+//! return ring, and the payload is not a third line to fetch. Zero-copy is what large
+//! messages need; for a few dozen bytes the copies are cheaper than the bookkeeping. A
+//! received small message occupies a chunk of the receiver's half until dropped: while every
+//! chunk of that half is in use, small messages wait in the ring.
+//!
+//! Data rings are *stamped* (see [`ring`]): the sender writes, last in each slot it
+//! publishes, a word derived from the slot's index, and the receiver polls that word in the
+//! next slot, not the ring's tail index. So a receiver waiting for a message spins on the
+//! line the message arrives in, and sees it one cache-line transfer after it was published.
 //!
 //! The name exists only until the peer attaches: the opener unlinks it at once, so after a
 //! crash nothing is left in `/dev/shm` and the name can be created again. A region left by a
@@ -45,14 +63,18 @@
 //! # A hostile peer
 //!
 //! Every value read from shared memory is checked before use: ring indices against what the
-//! protocol allows, descriptors against the geometry read once at open (a chunk index, a range
-//! inside one chunk, a chunk not already held, known flags), returned chunks against the set in
-//! flight, the peer's state word against the known states. Loops over shared data are bounded
+//! protocol allows, stamps against the one exact value they must have, descriptors against
+//! the geometry read once at open (a chunk index, a range inside one chunk, a chunk not
+//! already held, known flags; an inline one against the inline limit, naming no chunk),
+//! returned chunks against the set in flight, the peer's state word against the known states. Loops over shared data are bounded
 //! by the ring size. A violation fails the channel with [`ErrorKind::Corrupt`]. Garbage in the
-//! arena can only change the bytes of messages, never where this side reads or writes. What
-//! a peer of the same user can still do is make the object shorter with `ftruncate`, which
-//! makes this side's next access to the lost pages fault (SIGBUS): such a peer could as well
-//! `ptrace` it.
+//! arena (or in the bytes of an inline slot) can only change the bytes of messages, never
+//! where this side reads or writes. What a peer of the same user can still do is make the
+//! object shorter with `ftruncate`, which makes this side's next access to the lost pages
+//! fault (SIGBUS): such a peer could as well `ptrace` it. (Sealing would close this: a
+//! `memfd` with `F_SEAL_SHRINK | F_SEAL_GROW` cannot change size, but POSIX shared-memory
+//! objects cannot be sealed, so the opener would have to receive the creator's memfd, over a
+//! Unix socket or by opening `/proc/PID/fd/N`; not done.)
 //!
 //! # Unsafe code
 //!

@@ -72,9 +72,18 @@ pub fn my_pid() -> u32 {
 
 /// Watches a process through a pidfd: exact even if the pid is reused later, and one
 /// non-blocking `poll` per check.
+///
+/// Where `pidfd_open` does not exist (kernels before 5.3, or under an emulator such as
+/// valgrind that does not know the call), the process is named by its pid and its start time
+/// (field 22 of `/proc/PID/stat`): a later process of the same pid has another start time.
 pub struct PeerWatch {
     pid: u32,
-    pidfd: OwnedFd,
+    how: Watch,
+}
+
+enum Watch {
+    Pidfd(OwnedFd),
+    StartTime(u64),
 }
 
 impl PeerWatch {
@@ -86,11 +95,16 @@ impl PeerWatch {
             .ok_or_else(|| {
                 Error::corrupt(format!("the peer's pid field holds {pid}, not a pid"))
             })?;
-        match rustix::process::pidfd_open(raw, PidfdFlags::empty()) {
-            Ok(pidfd) => Ok(PeerWatch { pid, pidfd }),
-            Err(Errno::SRCH) => Err(gone(pid)),
-            Err(e) => Err(Error::os(&format!("pidfd_open({pid})"), e)),
-        }
+        let how = match rustix::process::pidfd_open(raw, PidfdFlags::empty()) {
+            Ok(pidfd) => Watch::Pidfd(pidfd),
+            Err(Errno::SRCH) => return Err(gone(pid)),
+            Err(Errno::NOSYS) => match running_since(pid) {
+                Some(start) => Watch::StartTime(start),
+                None => return Err(gone(pid)),
+            },
+            Err(e) => return Err(Error::os(&format!("pidfd_open({pid})"), e)),
+        };
+        Ok(PeerWatch { pid, how })
     }
 
     pub fn pid(&self) -> u32 {
@@ -99,8 +113,12 @@ impl PeerWatch {
 
     /// Whether the process still runs.
     pub fn alive(&self) -> bool {
+        let pidfd = match &self.how {
+            Watch::Pidfd(fd) => fd,
+            Watch::StartTime(start) => return running_since(self.pid) == Some(*start),
+        };
         let mut fds = [rustix::event::PollFd::new(
-            &self.pidfd,
+            pidfd,
             rustix::event::PollFlags::IN,
         )];
         let zero = rustix::time::Timespec {
@@ -113,6 +131,21 @@ impl PeerWatch {
             Err(_) => true,
         }
     }
+}
+
+/// The start time of process `pid` (in clock ticks after boot) if it runs and has not exited
+/// (a zombie has exited: its pidfd would be readable).
+fn running_since(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "PID (COMM) STATE PPID ...": COMM may hold anything, so fields count from its last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?;
+    if state == "Z" || state == "X" {
+        return None;
+    }
+    // Field 22 of the line is the 20th after the state (field 3).
+    fields.nth(18)?.parse().ok()
 }
 
 pub fn gone(pid: u32) -> Error {
@@ -144,4 +177,33 @@ pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
 /// Wakes every sleeper on `word`.
 pub fn futex_wake(word: &AtomicU32) {
     let _ = futex::wake(word, futex::Flags::empty(), u32::MAX);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_is_named_by_its_start_time_until_it_exits() {
+        let me = my_pid();
+        let start = running_since(me).expect("this process runs");
+        assert_eq!(
+            running_since(me),
+            Some(start),
+            "the same process, the same name"
+        );
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Exited but not yet reaped (a zombie) already counts as gone, as with a pidfd.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while running_since(pid).is_some() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the child never exited"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        child.wait().unwrap();
+        assert_eq!(running_since(pid), None, "exited and reaped");
+    }
 }

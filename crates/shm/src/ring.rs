@@ -11,6 +11,15 @@
 //! ([`Producer::publish`]); the consumer reads `tail` only when it has used up what it saw last
 //! time, and releases consumed slots in one `head` store.
 //!
+//! A ring may be *stamped* ([`RingShared::stamped`]): then the last word of every slot is not
+//! the caller's but the ring's, and `publish` writes into it the slot's *stamp* (its
+//! free-running index with the low bit set: never zero, and different from the stamp the slot
+//! had one lap earlier) before it stores `tail`. The consumer then learns that a slot is
+//! published from the slot itself and never reads `tail` while it polls: a message costs the
+//! cache lines of its slot and nothing else, instead of those plus the line of `tail` (which
+//! it would have to fetch as well, often one transfer after the other). `tail` is still
+//! stored, for a consumer that sleeps on it.
+//!
 //! The peer on the other side of the ring is not trusted: every index read from shared memory is
 //! checked against what the protocol allows (`tail` never runs more than a ring ahead of `head`,
 //! and neither ever moves backwards). A violation is reported as [`RingError::Corrupt`] and the
@@ -18,9 +27,9 @@
 //! validated by the caller, so values that change under the reader cannot hurt it.
 //!
 //! Memory ordering: slot words are written with relaxed stores before the producer's release
-//! store of `tail`; the consumer's acquire load of `tail` makes them visible. Symmetrically the
-//! consumer's release store of `head` orders its reads of the slots before the producer reuses
-//! them. The sleep handshake is a Dekker pair over `tail` and `waiting` with a sequentially
+//! store of `tail` (and of the stamp); the consumer's acquire load of `tail` (or of the stamp)
+//! makes them visible. Symmetrically the consumer's release store of `head` orders its reads of
+//! the slots before the producer reuses them. The sleep handshake is a Dekker pair over `tail` and `waiting` with a sequentially
 //! consistent fence on each side, so a wake-up is never lost. Under `--cfg loom` the atomics are
 //! loom's, and `tests/loom.rs` model-checks these claims.
 
@@ -72,6 +81,8 @@ pub struct RingShared<'a> {
     pub slots: &'a [AtomicU32],
     /// Words per slot.
     pub slot_words: usize,
+    /// The last word of each slot is the ring's stamp (see the module docs).
+    pub stamped: bool,
 }
 
 impl<'a> RingShared<'a> {
@@ -88,6 +99,27 @@ impl<'a> RingShared<'a> {
     fn slot(&self, index: u32, capacity: u32) -> &'a [AtomicU32] {
         let at = (index & (capacity - 1)) as usize * self.slot_words;
         &self.slots[at..at + self.slot_words]
+    }
+
+    /// Words of a slot that are the caller's: all but the stamp.
+    #[inline]
+    pub fn payload_words(&self) -> usize {
+        self.slot_words - usize::from(self.stamped)
+    }
+}
+
+/// The stamp that says slot `index` is published.
+#[inline]
+fn stamp(index: u32) -> u32 {
+    index | 1
+}
+
+/// Loads the first word of every cache line (16 words) of `words`, discarding the values: the
+/// lines are on their way when they are read for real.
+#[inline]
+fn touch(words: &[AtomicU32]) {
+    for word in words.iter().step_by(16) {
+        std::hint::black_box(word.load(Ordering::Relaxed));
     }
 }
 
@@ -111,6 +143,11 @@ pub struct Producer<'a> {
 impl<'a> Producer<'a> {
     /// Takes over the producing end. `tail` and `head` must be equal (a fresh or drained ring).
     pub fn new(ring: RingShared<'a>) -> Result<Producer<'a>, RingError> {
+        assert!(ring.payload_words() > 0, "a slot without room");
+        assert!(
+            !ring.stamped || ring.capacity() >= 2,
+            "a stamped ring of one slot"
+        );
         let tail = ring.tail.load(Ordering::Acquire);
         let head = ring.head.load(Ordering::Acquire);
         if tail != head {
@@ -160,7 +197,7 @@ impl<'a> Producer<'a> {
     /// if the ring is full.
     #[inline]
     pub fn stage(&mut self, words: &[u32]) -> Result<bool, RingError> {
-        assert_eq!(words.len(), self.ring.slot_words, "slot size");
+        assert_eq!(words.len(), self.ring.payload_words(), "slot size");
         if self.free(1)? == 0 {
             return Ok(false);
         }
@@ -169,6 +206,19 @@ impl<'a> Producer<'a> {
         }
         self.staged = self.staged.wrapping_add(1);
         Ok(true)
+    }
+
+    /// Stages one slot and returns its words (without the stamp) for the caller to fill (with
+    /// relaxed stores, before the next [`Producer::publish`]), or `None` if the ring is full.
+    /// For slots the caller fills in parts, without building a copy of the whole slot first.
+    #[inline]
+    pub fn stage_slot(&mut self) -> Result<Option<&'a [AtomicU32]>, RingError> {
+        if self.free(1)? == 0 {
+            return Ok(None);
+        }
+        let slot = self.ring.slot(self.staged, self.capacity);
+        self.staged = self.staged.wrapping_add(1);
+        Ok(Some(&slot[..self.ring.payload_words()]))
     }
 
     /// Staged slots not yet published.
@@ -181,13 +231,15 @@ impl<'a> Producer<'a> {
         self.staged = self.published;
     }
 
-    /// Makes every staged slot visible to the consumer in one store. Returns whether the
-    /// consumer announced it is going to sleep, so the caller must wake it.
+    /// Makes every staged slot visible to the consumer in one store (after a stamp in each,
+    /// in a stamped ring). Returns whether the consumer announced it is going to sleep, so the
+    /// caller must wake it.
     #[inline]
     pub fn publish(&mut self) -> bool {
         if self.staged == self.published {
             return false;
         }
+        self.write_stamps();
         self.ring.tail.store(self.staged, Ordering::Release);
         self.published = self.staged;
         // Pairs with the fence in `Consumer::prepare_wait`: either the consumer sees the new
@@ -201,8 +253,23 @@ impl<'a> Producer<'a> {
     #[inline]
     pub fn publish_quiet(&mut self) {
         if self.staged != self.published {
+            self.write_stamps();
             self.ring.tail.store(self.staged, Ordering::Release);
             self.published = self.staged;
+        }
+    }
+
+    /// Stamps the staged slots, in order, each after its contents.
+    #[inline]
+    fn write_stamps(&self) {
+        if !self.ring.stamped {
+            return;
+        }
+        let last = self.ring.slot_words - 1;
+        let mut index = self.published;
+        while index != self.staged {
+            self.ring.slot(index, self.capacity)[last].store(stamp(index), Ordering::Release);
+            index = index.wrapping_add(1);
         }
     }
 
@@ -222,11 +289,18 @@ pub struct Consumer<'a> {
     released: u32,
     /// The producer's `tail` as last read.
     tail: u32,
+    /// End of the slots known to be published (from `tail`, or from stamps).
+    ready: u32,
 }
 
 impl<'a> Consumer<'a> {
     /// Takes over the consuming end at the current `head`.
     pub fn new(ring: RingShared<'a>) -> Consumer<'a> {
+        // With one slot, a stamp would equal the one the slot had a lap earlier.
+        assert!(
+            !ring.stamped || ring.capacity() >= 2,
+            "a stamped ring of one slot"
+        );
         let head = ring.head.load(Ordering::Acquire);
         Consumer {
             capacity: ring.capacity(),
@@ -234,28 +308,38 @@ impl<'a> Consumer<'a> {
             next: head,
             released: head,
             tail: head,
+            ready: head,
         }
     }
 
-    /// Published slots not yet read, reading the producer's `tail` again when the cached value
-    /// is used up.
+    /// Published slots not yet read, looking for more only when the known ones are used up:
+    /// at the stamp of the next slot in a stamped ring, at the producer's `tail` otherwise.
     #[inline]
     pub fn available(&mut self) -> Result<u32, RingError> {
-        if self.next == self.tail {
-            self.refresh()?;
+        if self.next == self.ready {
+            if self.ring.stamped {
+                self.scan_stamps(1);
+            } else {
+                self.refresh()?;
+            }
         }
-        Ok(self.tail.wrapping_sub(self.next))
+        Ok(self.ready.wrapping_sub(self.next))
     }
 
-    /// Reads the producer's `tail` now.
+    /// Looks for every slot published by now (at the stamps in a stamped ring, at `tail`
+    /// otherwise) and returns how many are not read yet.
     #[inline]
     pub fn refresh(&mut self) -> Result<u32, RingError> {
+        if self.ring.stamped {
+            self.scan_stamps(self.capacity);
+            return Ok(self.ready.wrapping_sub(self.next));
+        }
         // Touch the slot the next message will use *before* reading `tail`: the producer
-        // writes that slot, then `tail`, so in the poll that finds the new `tail` both cache
-        // lines are already on their way, and reading the slot right after costs no second
-        // miss. (The value loaded here is discarded: `peek` reads the slot again after the
-        // acquire load of `tail`.)
-        std::hint::black_box(self.ring.slot(self.next, self.capacity)[0].load(Ordering::Relaxed));
+        // writes that slot, then `tail`, so in the poll that finds the new `tail` the slot's
+        // cache lines are already on their way, and reading the slot right after costs no
+        // second miss. (The values loaded here are discarded: the slot is read again after
+        // the acquire load of `tail`.)
+        touch(self.ring.slot(self.ready, self.capacity));
         let tail = self.ring.tail.load(Ordering::Acquire);
         // The producer can publish at most a ring ahead of what we released, and never
         // un-publish what we saw.
@@ -269,17 +353,39 @@ impl<'a> Consumer<'a> {
             });
         }
         self.tail = tail;
-        Ok(self.tail.wrapping_sub(self.next))
+        self.ready = tail;
+        Ok(self.ready.wrapping_sub(self.next))
+    }
+
+    /// Extends the known published slots by up to `limit` slots whose stamps are in place.
+    /// Never past a ring ahead of what was released: the slot there is still being read.
+    #[inline]
+    fn scan_stamps(&mut self, limit: u32) {
+        let end = self.released.wrapping_add(self.capacity);
+        let mut found = 0;
+        while found < limit && self.ready != end {
+            let slot = self.ring.slot(self.ready, self.capacity);
+            let (last, body) = slot.split_last().expect("a stamped slot has words");
+            // The other cache lines of the slot are requested together with the stamp's: the
+            // producer writes them before the stamp, so when the stamp is there they are too,
+            // and reading them right after costs no second miss.
+            touch(body);
+            if last.load(Ordering::Acquire) != stamp(self.ready) {
+                break;
+            }
+            self.ready = self.ready.wrapping_add(1);
+            found += 1;
+        }
     }
 
     /// Copies out slot `next + i` (`i` below [`Consumer::available`]).
     #[inline]
     pub fn peek(&self, i: u32, out: &mut [u32]) {
         assert!(
-            i < self.tail.wrapping_sub(self.next),
+            i < self.ready.wrapping_sub(self.next),
             "peek past the published slots"
         );
-        assert_eq!(out.len(), self.ring.slot_words, "slot size");
+        assert_eq!(out.len(), self.ring.payload_words(), "slot size");
         for (o, cell) in out
             .iter_mut()
             .zip(self.ring.slot(self.next.wrapping_add(i), self.capacity))
@@ -288,11 +394,24 @@ impl<'a> Consumer<'a> {
         }
     }
 
+    /// The words of slot `next + i` (`i` below [`Consumer::available`]), for a caller that
+    /// loads only the words it needs. Each load is a fresh read of shared memory: validate what
+    /// was loaded, and do not load a word twice expecting the same value.
+    #[inline]
+    pub fn slot(&self, i: u32) -> &'a [AtomicU32] {
+        assert!(
+            i < self.ready.wrapping_sub(self.next),
+            "slot past the published slots"
+        );
+        let slot = self.ring.slot(self.next.wrapping_add(i), self.capacity);
+        &slot[..self.ring.payload_words()]
+    }
+
     /// Marks `n` peeked slots as read (they go back to the producer at the next release).
     #[inline]
     pub fn consume(&mut self, n: u32) {
         assert!(
-            n <= self.tail.wrapping_sub(self.next),
+            n <= self.ready.wrapping_sub(self.next),
             "consume past the published slots"
         );
         self.next = self.next.wrapping_add(n);
@@ -313,17 +432,23 @@ impl<'a> Consumer<'a> {
         }
     }
 
-    /// Announces that this consumer is about to sleep, then re-reads `tail`. Returns `Some(v)`
-    /// if the ring is still empty and the caller may sleep while `tail == v` (a futex wait on
-    /// [`Consumer::wake_word`]); `None` if slots arrived meanwhile. Call
+    /// Announces that this consumer is about to sleep, then looks for slots again. Returns
+    /// `Some(v)` if the ring is still empty and the caller may sleep while `tail == v` (a futex
+    /// wait on [`Consumer::wake_word`]); `None` if slots arrived meanwhile. Call
     /// [`Consumer::finish_wait`] after waking either way.
     pub fn prepare_wait(&mut self) -> Result<Option<u32>, RingError> {
         self.ring.waiting.store(1, Ordering::Relaxed);
-        // Pairs with the fence in `Producer::publish`.
+        // Pairs with the fence in `Producer::publish`: either we see what it published (its
+        // stamps or its tail), or it sees our flag.
         fence(Ordering::SeqCst);
         if self.refresh()? > 0 {
             self.finish_wait();
             return Ok(None);
+        }
+        if self.ring.stamped {
+            // The value to sleep on: if the producer publishes after this load, `tail` differs
+            // from it and the futex does not sleep (or the producer's wake-up ends the sleep).
+            return Ok(Some(self.ring.tail.load(Ordering::Relaxed)));
         }
         Ok(Some(self.tail))
     }
@@ -362,6 +487,13 @@ mod tests {
                 waiting: &self.words[2],
                 slots: &self.words[3..],
                 slot_words,
+                stamped: false,
+            }
+        }
+        fn stamped(&self, slot_words: usize) -> RingShared<'_> {
+            RingShared {
+                stamped: true,
+                ..self.ring(slot_words)
             }
         }
     }
@@ -456,5 +588,77 @@ mod tests {
             "data arrived: do not sleep"
         );
         assert_eq!(mem.words[2].load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_stamped_ring_shows_slots_by_their_stamps_only_after_publish() {
+        let mem = Mem::new(4, 3);
+        // Start near the wrap of the 32-bit indices, where a stamp of zeroed memory could be
+        // mistaken for a published slot if stamps were not odd.
+        mem.words[0].store(u32::MAX - 2, Ordering::Relaxed);
+        mem.words[1].store(u32::MAX - 2, Ordering::Relaxed);
+        let mut p = Producer::new(mem.stamped(3)).unwrap();
+        let mut c = Consumer::new(mem.stamped(3));
+        let mut out = [0u32; 2];
+        for round in 0..10u32 {
+            assert!(p.stage(&[round, 1]).unwrap());
+            assert!(p.stage(&[round, 2]).unwrap());
+            assert_eq!(c.available().unwrap(), 0, "staged slots are invisible");
+            assert_eq!(c.refresh().unwrap(), 0, "staged slots are invisible");
+            assert!(!p.publish());
+            // One slot at a time while polling, every published one on a refresh.
+            assert_eq!(c.available().unwrap(), 1);
+            assert_eq!(c.refresh().unwrap(), 2);
+            c.peek(0, &mut out);
+            assert_eq!(out, [round, 1]);
+            c.peek(1, &mut out);
+            assert_eq!(out, [round, 2]);
+            c.consume(2);
+            c.release();
+        }
+    }
+
+    #[test]
+    fn a_stamped_consumer_never_reads_tail_nor_takes_a_stale_stamp() {
+        let mem = Mem::new(2, 2);
+        let mut p = Producer::new(mem.stamped(2)).unwrap();
+        let mut c = Consumer::new(mem.stamped(2));
+        // A garbage tail changes nothing: the consumer goes by the stamps.
+        mem.words[0].store(77, Ordering::Relaxed);
+        assert_eq!(c.available().unwrap(), 0);
+        mem.words[0].store(0, Ordering::Relaxed);
+        for i in 0..2 {
+            assert!(p.stage(&[i]).unwrap());
+        }
+        p.publish();
+        assert_eq!(c.refresh().unwrap(), 2);
+        c.consume(2);
+        c.release();
+        // Slot 0 still holds the stamp of index 0: index 2 must not take it for its own.
+        assert_eq!(c.available().unwrap(), 0);
+        assert!(p.stage(&[2]).unwrap());
+        assert_eq!(c.available().unwrap(), 0, "staged, not published");
+        assert!(!p.publish());
+        assert_eq!(c.available().unwrap(), 1);
+        let mut out = [0u32];
+        c.peek(0, &mut out);
+        assert_eq!(out, [2]);
+    }
+
+    #[test]
+    fn a_waiting_consumer_of_a_stamped_ring_is_woken_and_sleeps_on_tail() {
+        let mem = Mem::new(2, 2);
+        let mut p = Producer::new(mem.stamped(2)).unwrap();
+        let mut c = Consumer::new(mem.stamped(2));
+        assert_eq!(c.prepare_wait().unwrap(), Some(0), "sleep while tail is 0");
+        assert!(p.stage(&[1]).unwrap());
+        assert!(p.publish(), "the producer must wake the sleeper");
+        assert_eq!(mem.words[0].load(Ordering::Relaxed), 1, "tail moved too");
+        c.finish_wait();
+        assert_eq!(
+            c.prepare_wait().unwrap(),
+            None,
+            "data arrived: do not sleep"
+        );
     }
 }

@@ -19,7 +19,7 @@ fn a_tiny_run_measures_every_path_and_reports_them() {
         paths,
         [
             "shm channel",
-            "shm channel, payload not read",
+            "shm channel, fresh reply",
             "raw cache-line ping-pong",
             "unix socket pair",
             "pipe pair"

@@ -65,33 +65,92 @@ fn messages_of_every_size_arrive_whole_and_in_order() {
 #[test]
 fn buffers_of_the_channel_pool_travel_without_a_copy() {
     let (mut a, mut b, _) = pair("zerocopy", &small());
+    // Larger than what travels inline.
+    let data = pattern(1, a.inline_max() + 1);
     let mut buf = a.alloc().unwrap();
-    buf.extend_from_slice(b"no copy please");
+    buf.extend_from_slice(&data);
     let (chunk, offset) = (buf.chunk(), buf.chunk_offset());
     a.try_send(Sga::from(buf)).unwrap();
     let got = recv_now(&mut b);
     let seg = got.segments().next().unwrap();
-    assert_eq!(&seg[..], b"no copy please");
+    assert_eq!(&seg[..], &data[..]);
     assert_eq!(
         (seg.chunk(), seg.chunk_offset()),
         (chunk, offset),
         "the same bytes"
     );
+    assert!(
+        !b.pool().owns(seg),
+        "the sender's memory, not the receiver's"
+    );
     assert_eq!(seg.headroom(), 16, "the sender's headroom is still there");
     assert_eq!(a.stats().zero_copy_segments, 1);
     assert_eq!(a.stats().copied_segments, 0);
+    assert_eq!(a.stats().inline_messages, 0);
 
     // A buffer from elsewhere, or one the sender still shares, is copied.
     let outside = BufferPool::new(&PoolConfig::frames(1)).unwrap();
-    a.try_send(Sga::from(outside.alloc_copy(b"copied").unwrap()))
+    let copied = pattern(2, 200);
+    a.try_send(Sga::from(outside.alloc_copy(&copied).unwrap()))
         .unwrap();
-    let shared = a.alloc_message(b"shared").unwrap();
+    let shared = a.alloc_message(&pattern(3, 150)).unwrap();
     let keep = shared.clone();
     a.try_send(shared).unwrap();
-    assert_eq!(recv_now(&mut b).to_vec(), b"copied");
-    assert_eq!(recv_now(&mut b).to_vec(), b"shared");
-    assert_eq!(keep.to_vec(), b"shared");
+    assert_eq!(recv_now(&mut b).to_vec(), copied);
+    assert_eq!(recv_now(&mut b).to_vec(), pattern(3, 150));
+    assert_eq!(keep.to_vec(), pattern(3, 150));
     assert_eq!(a.stats().copied_segments, 2);
+}
+
+#[test]
+fn small_messages_travel_inside_the_ring_and_free_the_senders_buffers_at_once() {
+    let (mut a, mut b, _) = pair("inline", &small());
+    let max = a.inline_max();
+    assert!(max > 0 && max <= 240, "{max}");
+    let free = a.pool().available();
+    let mut sent_inline = 0;
+    for (seq, len) in [0usize, 1, 3, 4, 15, 16, 17, 64, max - 1, max, max + 1]
+        .into_iter()
+        .enumerate()
+    {
+        let data = pattern(seq as u64, len);
+        let mut msg = Sga::new();
+        // Small messages of two segments (one from outside the arena) are inlined too.
+        if len >= 2 && seq % 2 == 0 {
+            let outside = BufferPool::new(&PoolConfig::frames(1)).unwrap();
+            msg.push(
+                a.alloc_message(&data[..len / 2])
+                    .unwrap()
+                    .take_segments()
+                    .next()
+                    .unwrap(),
+            );
+            msg.push(outside.alloc_copy(&data[len / 2..]).unwrap());
+        } else if len > 0 {
+            msg = a.alloc_message(&data).unwrap();
+        }
+        a.try_send(msg).unwrap();
+        if len <= max {
+            sent_inline += 1;
+            assert_eq!(
+                a.pool().available(),
+                free,
+                "message {seq}: the buffers are free again"
+            );
+        }
+        assert_eq!(a.stats().inline_messages, sent_inline, "message {seq}");
+        let got = recv_now(&mut b);
+        assert_eq!(got.to_vec(), data, "message {seq} of {len} B");
+        if len > 0 && len <= max {
+            let seg = got.segments().next().unwrap();
+            assert!(
+                b.pool().owns(seg),
+                "an inline message lands in the receiver's own arena"
+            );
+            assert_eq!(got.num_segments(), 1);
+        }
+    }
+    assert_eq!(b.stats().received, 11);
 }
 
 #[test]
@@ -364,14 +423,19 @@ fn a_half_published_message_of_a_departed_peer_is_dropped_and_the_departure_repo
     let msg_whole = b"whole".to_vec();
     let m = b.alloc_message(&msg_whole).unwrap();
     b.try_send(m).unwrap();
-    // Side 1's ring: one whole message published (tail = 1); add a descriptor that says
-    // "more follows" and publish it, with no rest.
+    // Side 1's ring: one whole message published (slot 0); add a descriptor that says "more
+    // follows" in slot 1 and publish it (its stamp, and tail = 2), with no rest.
     let ring = layout.data[1];
+    let slot_bytes = (ring.slot_words * 4) as u64;
     let desc: Vec<u8> = [3u32, 0, 10, 1]
         .iter()
         .flat_map(|w| w.to_le_bytes())
         .collect();
-    file.write_at(&desc, (ring.slots + 16) as u64).unwrap();
+    file.write_at(&desc, ring.slots as u64 + slot_bytes)
+        .unwrap();
+    let stamp = 1u32 | 1; // the stamp of index 1
+    file.write_at(&stamp.to_le_bytes(), ring.slots as u64 + 2 * slot_bytes - 4)
+        .unwrap();
     file.write_at(&2u32.to_le_bytes(), ring.tail as u64)
         .unwrap();
 
@@ -383,4 +447,99 @@ fn a_half_published_message_of_a_departed_peer_is_dropped_and_the_departure_repo
     drop(b);
     let e = a.recv(Some(Duration::from_secs(5))).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::PeerClosed, "{e}");
+}
+
+/// Inline descriptors that break the rules (too long, naming a chunk, with other flags) are
+/// reported as corruption, whatever their bytes.
+#[test]
+fn a_bad_inline_descriptor_is_reported_as_corruption() {
+    use bypass_shm::layout::{self, Geometry};
+    use std::os::unix::fs::FileExt;
+
+    let config = small();
+    let layout = Geometry {
+        ring_slots: config.ring_slots,
+        chunk_size: config.chunk_size,
+        chunks: config.chunks,
+        headroom: config.headroom,
+    }
+    .layout();
+    let inline = layout::FLAG_INLINE;
+    let too_long = layout::INLINE_MAX as u32 + 1;
+    for bad in [
+        [layout::NO_CHUNK, 0, too_long, inline],
+        [0, 0, 8, inline],
+        [layout::NO_CHUNK, 4, 8, inline],
+        [layout::NO_CHUNK, 0, 8, inline | layout::FLAG_MORE],
+    ] {
+        let name = unique("badinline");
+        let mut a = Channel::create(&name, &config).unwrap();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(object_path(&name).unwrap())
+            .unwrap();
+        let _b = Channel::open(&name, Duration::ZERO).unwrap();
+        // Slot 0 of side 1's ring, stamped as published.
+        let ring = layout.data[1];
+        let desc: Vec<u8> = bad.iter().flat_map(|w| w.to_le_bytes()).collect();
+        file.write_at(&desc, ring.slots as u64).unwrap();
+        let stamp_at = ring.slots + ring.slot_words * 4 - 4;
+        file.write_at(&1u32.to_le_bytes(), stamp_at as u64).unwrap();
+        let e = a.try_recv().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt, "{bad:?}: {e}");
+        assert_eq!(a.failure().map(|e| e.kind()), Some(ErrorKind::Corrupt));
+    }
+}
+
+/// A receiver that waited keeps a buffer ready for the next small message; it still gets
+/// every chunk of its half from `alloc` when it needs them.
+#[test]
+fn a_receivers_spare_buffer_never_costs_it_a_chunk() {
+    let (mut a, mut b, _) = pair("spare", &small());
+    let e = b.recv(Some(Duration::from_millis(5))).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::TimedOut);
+    let mut held = Vec::new();
+    while let Some(buf) = b.alloc() {
+        held.push(buf);
+    }
+    assert_eq!(
+        held.len(),
+        small().chunks as usize,
+        "every chunk of the half"
+    );
+    drop(held);
+    // Receiving works on after the spare went out with the rest.
+    assert!(b.recv(Some(Duration::from_millis(5))).is_err());
+    let msg = a.alloc_message(&pattern(4, 40)).unwrap();
+    a.try_send(msg).unwrap();
+    assert_eq!(recv_now(&mut b).to_vec(), pattern(4, 40));
+}
+
+/// With buffers smaller than a slot's room, only what fits one buffer travels inline (the
+/// receiver copies an inline message into one buffer of its own).
+#[test]
+fn a_channel_with_small_buffers_inlines_only_what_fits_one() {
+    let config = ChannelConfig {
+        ring_slots: 16,
+        chunk_size: 64,
+        chunks: 16,
+        headroom: 16,
+    };
+    let (mut a, mut b, _) = pair("tinybuf", &config);
+    assert_eq!(a.inline_max(), 48);
+    for (seq, len) in [47usize, 48, 49, 100].into_iter().enumerate() {
+        let msg = a.alloc_message(&pattern(seq as u64, len)).unwrap();
+        a.try_send(msg).unwrap();
+        let got = recv_now(&mut b);
+        assert_eq!(got.to_vec(), pattern(seq as u64, len), "{len} B");
+        let inline = len <= 48;
+        assert_eq!(got.num_segments(), len.div_ceil(48), "{len} B");
+        assert_eq!(
+            got.segments().all(|s| b.pool().owns(s)),
+            inline,
+            "{len} B: inline lands in the receiver's arena, the rest is the sender's"
+        );
+    }
+    assert_eq!(a.stats().inline_messages, 2);
 }

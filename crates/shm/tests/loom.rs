@@ -10,20 +10,30 @@ use bypass_shm::ring::{Consumer, Producer, RingShared};
 use loom::sync::atomic::{AtomicU32, Ordering};
 use loom::sync::Arc;
 
-/// Three control words and `cap` slots of two words.
-struct Mem(Vec<AtomicU32>);
+/// Three control words and `cap` slots of two words (and a stamp, in a stamped ring).
+struct Mem {
+    words: Vec<AtomicU32>,
+    stamped: bool,
+}
 
 impl Mem {
-    fn new(cap: usize) -> Arc<Mem> {
-        Arc::new(Mem((0..3 + 2 * cap).map(|_| AtomicU32::new(0)).collect()))
+    fn new(cap: usize, stamped: bool) -> Arc<Mem> {
+        let slot_words = 2 + usize::from(stamped);
+        Arc::new(Mem {
+            words: (0..3 + slot_words * cap)
+                .map(|_| AtomicU32::new(0))
+                .collect(),
+            stamped,
+        })
     }
     fn ring(&self) -> RingShared<'_> {
         RingShared {
-            tail: &self.0[0],
-            head: &self.0[1],
-            waiting: &self.0[2],
-            slots: &self.0[3..],
-            slot_words: 2,
+            tail: &self.words[0],
+            head: &self.words[1],
+            waiting: &self.words[2],
+            slots: &self.words[3..],
+            slot_words: 2 + usize::from(self.stamped),
+            stamped: self.stamped,
         }
     }
 }
@@ -33,8 +43,18 @@ impl Mem {
 /// slot the consumer has not released.
 #[test]
 fn messages_arrive_whole_in_order_through_a_wrapping_ring() {
-    loom::model(|| {
-        let mem = Mem::new(2);
+    messages_arrive_whole_in_order(false);
+}
+
+/// The same where the consumer learns of published slots from their stamps, not from `tail`.
+#[test]
+fn messages_arrive_whole_in_order_through_a_wrapping_stamped_ring() {
+    messages_arrive_whole_in_order(true);
+}
+
+fn messages_arrive_whole_in_order(stamped: bool) {
+    loom::model(move || {
+        let mem = Mem::new(2, stamped);
         let producer = loom::thread::spawn({
             let mem = mem.clone();
             move || {
@@ -79,8 +99,18 @@ fn messages_arrive_whole_in_order_through_a_wrapping_ring() {
 /// it) is always seen as waiting by the producer that publishes next, so it is woken.
 #[test]
 fn a_wakeup_is_never_lost() {
-    loom::model(|| {
-        let mem = Mem::new(2);
+    a_wakeup_is_never_lost_in(false);
+}
+
+/// The same with a stamped ring, whose consumer checks the stamp instead of `tail`.
+#[test]
+fn a_wakeup_is_never_lost_in_a_stamped_ring() {
+    a_wakeup_is_never_lost_in(true);
+}
+
+fn a_wakeup_is_never_lost_in(stamped: bool) {
+    loom::model(move || {
+        let mem = Mem::new(2, stamped);
         let woke = Arc::new(AtomicU32::new(0));
         let producer = loom::thread::spawn({
             let (mem, woke) = (mem.clone(), woke.clone());
