@@ -153,14 +153,121 @@ fn bench_shm(args: ShmArgs) -> Result<(), CliError> {
     } else {
         bypass_shm::bench::BenchOptions::default()
     };
-    let report = bypass_shm::bench::run(&opts)
+    let mut report = bypass_shm::bench::run(&opts)
         .map_err(|e| CliError::new(format!("shm benchmark failed: {e}")))?;
+    let api = shm_api_round_trips(report.cores, opts.round_trips, opts.warmup)?;
+    let floor = report.latency.iter().find(|r| r.path.starts_with("raw"));
+    let unix = report.latency.iter().find(|r| r.path.starts_with("unix"));
+    let ratios = floor.zip(unix).map(|(f, u)| {
+        (
+            api.p50_ns as f64 / f.p50_ns.max(1) as f64,
+            api.p50_ns as f64 / u.p50_ns.max(1) as f64,
+        )
+    });
+    report.latency.insert(2, api);
     if args.json {
         println!("{}", report.to_json());
     } else {
         print!("{report}");
+        if let Some((floor, unix)) = ratios {
+            println!(
+                "through the queue API (LibOs push, pop, wait): p50 = {floor:.2} x the floor, {unix:.3} x the Unix socket"
+            );
+        }
     }
     Ok(())
+}
+
+/// The 64 B shm round trip through the queue API: two LibOses on threads pinned to `cores`,
+/// busy-polling; the client pushes an Sga from `shm_alloc` and pops the echo, the server pops
+/// and pushes what it got back. Every echo is compared.
+fn shm_api_round_trips(
+    cores: (usize, usize),
+    round_trips: u64,
+    warmup: u64,
+) -> Result<bypass_shm::bench::LatencyRow, CliError> {
+    use bypass::{Config, LibOs, QValue};
+    const SIZE: usize = 64;
+    let name = format!("bench-api-{}", std::process::id());
+    let total = warmup + round_trips;
+    let config = || Config {
+        poll: PollMode::Spin,
+        ..Config::with_libos(LibOsName::Kernel)
+    };
+    let api =
+        |e: bypass::Error| CliError::from(e).context(format_args!("shm queue API round trip"));
+    let (ready_tx, ready_rx) = mpsc::channel::<()>();
+    thread::scope(|sc| {
+        let (name, config, api) = (&name, &config, &api);
+        let server = sc.spawn(move || -> Result<(), CliError> {
+            sys::set_affinity(&sys::CpuSet::single(cores.1))
+                .map_err(|e| CliError::new(format!("cannot pin to CPU {}: {e}", cores.1)))?;
+            let mut libos = LibOs::new(config()).map_err(api)?;
+            let qd = libos.shm_create(name).map_err(api)?;
+            let _ = ready_tx.send(());
+            for _ in 0..total {
+                let qt = libos.pop(qd).map_err(api)?;
+                let sga = libos
+                    .wait(qt, None)
+                    .and_then(|r| r.into_sga())
+                    .map_err(api)?;
+                let qt = libos.push(qd, sga).map_err(api)?;
+                libos.wait(qt, None).and_then(|r| r.ok()).map_err(api)?;
+            }
+            libos.close(qd).map_err(api)
+        });
+        let client = sc.spawn(move || -> Result<Histogram<u64>, CliError> {
+            ready_rx
+                .recv()
+                .map_err(|_| CliError::new("the shm API server did not start"))?;
+            sys::set_affinity(&sys::CpuSet::single(cores.0))
+                .map_err(|e| CliError::new(format!("cannot pin to CPU {}: {e}", cores.0)))?;
+            let mut libos = LibOs::new(config()).map_err(api)?;
+            let qd = libos.shm_open(name).map_err(api)?;
+            let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)
+                .expect("static histogram bounds");
+            for seq in 0..total {
+                let mut sga = libos.shm_alloc(qd, SIZE).map_err(api)?;
+                let first = sga.first_mut().expect("one segment");
+                first.as_mut_slice().fill(seq as u8);
+                let t0 = Instant::now();
+                let push = libos.push(qd, sga).map_err(api)?;
+                let pop = libos.pop(qd).map_err(api)?;
+                libos.wait(push, None).and_then(|r| r.ok()).map_err(api)?;
+                let back = libos.wait(pop, None).map_err(api)?;
+                let rtt = t0.elapsed();
+                let QValue::Popped { sga, .. } = back.value else {
+                    return Err(CliError::new(format!(
+                        "the echo of message {seq} is {:?}",
+                        back.value
+                    )));
+                };
+                let bytes = sga.to_vec();
+                if bytes.len() != SIZE || bytes.iter().any(|&b| b != seq as u8) {
+                    return Err(CliError::new(format!("the echo of message {seq} differs")));
+                }
+                if seq >= warmup {
+                    histogram.saturating_record((rtt.as_nanos() as u64).max(1));
+                }
+            }
+            libos.close(qd).map_err(api)?;
+            Ok(histogram)
+        });
+        let histogram = client
+            .join()
+            .unwrap_or_else(|_| Err(CliError::new("the shm API client panicked")))?;
+        server
+            .join()
+            .unwrap_or_else(|_| Err(CliError::new("the shm API server panicked")))?;
+        Ok(bypass_shm::bench::LatencyRow {
+            path: "shm queue, LibOs push/pop/wait",
+            samples: histogram.len(),
+            p50_ns: histogram.value_at_quantile(0.5),
+            p99_ns: histogram.value_at_quantile(0.99),
+            p999_ns: histogram.value_at_quantile(0.999),
+            max_ns: histogram.max(),
+        })
+    })
 }
 
 fn bench_storage(args: StorageArgs) -> Result<(), CliError> {
