@@ -277,3 +277,192 @@ fn the_storage_section_starts_a_pinned_sqpoll_thread() {
     assert_eq!(e.kind(), ErrorKind::Config);
     assert!(e.message().contains("storage.ring_entries"), "{e}");
 }
+
+/// A small ext4 file system on a loop device over a scratch image, mounted for one test; the
+/// kernel can shut it down (`EXT4_IOC_SHUTDOWN`), after which every read and write of its files
+/// fails with EIO. Dropping it unmounts it, detaches the loop device and removes the image,
+/// even when the test fails.
+///
+/// (A device-mapper `error` target would fail a chosen range of one device instead, but needs
+/// device-mapper in the kernel; a shut-down file system needs only loop devices and ext4.)
+struct FailingFs {
+    mount: PathBuf,
+    /// Dropped after the file system is unmounted and the loop device detached.
+    _scratch: Scratch,
+    loop_dev: Option<String>,
+    mounted: bool,
+}
+
+/// `EXT4_IOC_SHUTDOWN` (`_IOR('X', 125, __u32)`), and its flag that skips flushing the journal.
+const EXT4_IOC_SHUTDOWN: libc::c_ulong = 0x8004_587D;
+const EXT4_GOING_FLAGS_NOLOGFLUSH: u32 = 2;
+
+impl FailingFs {
+    /// `Err(why)` when this machine cannot make one (not root, no mkfs.ext4, no loop devices).
+    fn new(tag: &str) -> Result<FailingFs, String> {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err("needs root".into());
+        }
+        let scratch = Scratch::new(tag);
+        let image = scratch.0.join("ext4.img");
+        let mount = scratch.0.join("mnt");
+        std::fs::create_dir_all(&mount).map_err(|e| e.to_string())?;
+        std::fs::File::create(&image)
+            .and_then(|f| f.set_len(16 << 20))
+            .map_err(|e| format!("creating the image: {e}"))?;
+        let mut fs = FailingFs {
+            mount,
+            _scratch: scratch,
+            loop_dev: None,
+            mounted: false,
+        };
+        run("mkfs.ext4", &["-q", "-F", path_str(&image)?])?;
+        let dev = run("losetup", &["--find", "--show", path_str(&image)?])?;
+        fs.loop_dev = Some(dev.trim().to_string());
+        let dev = fs.loop_dev.clone().unwrap_or_default();
+        run("mount", &["-t", "ext4", &dev, path_str(&fs.mount)?])?;
+        fs.mounted = true;
+        Ok(fs)
+    }
+
+    /// Shuts the file system down: from now on the kernel fails its I/O with EIO.
+    fn shut_down(&self) {
+        let dir = std::fs::File::open(&self.mount).unwrap();
+        let flags = EXT4_GOING_FLAGS_NOLOGFLUSH;
+        // SAFETY: the descriptor is open for the call's duration; the ioctl reads one u32
+        // through the pointer, which points to a live local.
+        let rc = unsafe {
+            libc::ioctl(
+                std::os::fd::AsRawFd::as_raw_fd(&dir),
+                EXT4_IOC_SHUTDOWN,
+                &flags,
+            )
+        };
+        assert_eq!(
+            rc,
+            0,
+            "EXT4_IOC_SHUTDOWN: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+impl Drop for FailingFs {
+    fn drop(&mut self) {
+        // A ring that just went away may hold its registered files a little longer (the
+        // kernel tears rings down asynchronously): retry, then detach lazily. A loop device
+        // still in use is detached by the kernel once its last user lets go.
+        if self.mounted {
+            if let Ok(m) = path_str(&self.mount) {
+                let unmounted = (0..20).any(|_| {
+                    run("umount", &[m]).is_ok() || {
+                        std::thread::sleep(Duration::from_millis(100));
+                        false
+                    }
+                });
+                if !unmounted {
+                    let _ = run("umount", &["-l", m]);
+                }
+            }
+        }
+        if let Some(dev) = &self.loop_dev {
+            let _ = run("losetup", &["-d", dev]);
+        }
+    }
+}
+
+fn path_str(p: &std::path::Path) -> Result<&str, String> {
+    p.to_str()
+        .ok_or_else(|| format!("{} is not UTF-8", p.display()))
+}
+
+/// Runs a command; its standard output, or why it failed.
+fn run(cmd: &str, args: &[&str]) -> Result<String, String> {
+    let out = std::process::Command::new(cmd)
+        .args(args)
+        .output()
+        .map_err(|e| format!("needs {cmd} ({e})"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{cmd} {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn a_kernel_eio_fails_only_its_own_tokens_with_an_io_error() {
+    let fs = match FailingFs::new("eio") {
+        Ok(fs) => fs,
+        Err(why) => {
+            println!("SKIPPED a_kernel_eio_fails_only_its_own_tokens_with_an_io_error: {why}");
+            return;
+        }
+    };
+    let dir = Scratch::new("eio-healthy");
+    let mut libos = libos();
+    let opts = FileOptions::new().create(true); // O_DIRECT
+    let victim = libos.open_file(fs.mount.join("victim"), &opts).unwrap();
+    let healthy = libos.open_file(dir.0.join("healthy"), &opts).unwrap();
+    for (qd, seed) in [(victim, 1u8), (healthy, 2)] {
+        let qt = libos
+            .push_at(qd, libos.sga_from_slice(&pattern(8192, seed)).unwrap(), 0)
+            .unwrap();
+        libos.wait(qt, LONG).unwrap().ok().unwrap();
+    }
+    let qt = libos.pop_at(victim, 0, 4096).unwrap();
+    assert_eq!(
+        libos.wait(qt, LONG).unwrap().into_sga().unwrap().to_vec(),
+        pattern(4096, 1),
+        "the file system works before it is shut down"
+    );
+
+    fs.shut_down();
+    // In flight together: two operations the kernel fails with EIO, two it serves.
+    let failing = [
+        libos.pop_at(victim, 4096, 4096).unwrap(),
+        libos
+            .push_at(victim, libos.sga_from_slice(&pattern(4096, 3)).unwrap(), 0)
+            .unwrap(),
+    ];
+    let serving = [
+        libos.pop_at(healthy, 0, 8192).unwrap(),
+        libos
+            .push_at(
+                healthy,
+                libos.sga_from_slice(&pattern(4096, 4)).unwrap(),
+                8192,
+            )
+            .unwrap(),
+    ];
+    for qt in failing {
+        let r = libos.wait(qt, LONG).unwrap();
+        assert_eq!(r.qd, victim);
+        let QValue::Failed(e) = r.value else {
+            panic!("an operation on a shut-down file system succeeded: {r:?}")
+        };
+        assert_eq!(e.kind(), ErrorKind::Io, "{e}");
+        assert!(e.message().contains("victim"), "names the file: {e}");
+    }
+    let r = libos.wait(serving[0], LONG).unwrap();
+    assert_eq!(r.into_sga().unwrap().to_vec(), pattern(8192, 2));
+    let r = libos.wait(serving[1], LONG).unwrap();
+    assert!(matches!(r.value, QValue::Pushed { bytes: 4096 }), "{r:?}");
+
+    // The LibOs carries on: the failed queue keeps failing cleanly, the other keeps working.
+    let again = libos.pop_at(victim, 0, 4096).unwrap();
+    let QValue::Failed(e) = libos.wait(again, LONG).unwrap().value else {
+        panic!("a read of a shut-down file system succeeded")
+    };
+    assert_eq!(e.kind(), ErrorKind::Io, "{e}");
+    let qt = libos.pop_at(healthy, 8192, 4096).unwrap();
+    assert_eq!(
+        libos.wait(qt, LONG).unwrap().into_sga().unwrap().to_vec(),
+        pattern(4096, 4)
+    );
+    libos.close(victim).unwrap();
+    libos.close(healthy).unwrap();
+}

@@ -142,3 +142,54 @@ fn blocking_waits_sleep_in_the_ring_and_still_see_every_completion() {
         assert_eq!(popped.into_sga().unwrap().to_vec(), msg);
     }
 }
+
+#[test]
+fn data_sent_by_another_thread_reaches_a_spinning_and_a_sleeping_libos() {
+    // Every receive here is completed by the kernel on behalf of a peer on another thread
+    // while the LibOs spins on its ring (or sleeps in it): the LibOs must notice the task work
+    // the kernel leaves it and collect the completion, round trip after round trip.
+    for mode in [bypass::PollMode::Spin, bypass::PollMode::Block] {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let std::net::SocketAddr::V4(addr) = listener.local_addr().unwrap() else {
+            unreachable!("bound to an IPv4 address")
+        };
+        let rounds = 200u32;
+        let len = |round: u32| 16 + round as usize % 200;
+        let total: usize = (0..rounds).map(len).sum();
+        let peer = std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let (mut stream, _) = listener.accept().unwrap();
+            stream.set_nodelay(true).unwrap();
+            let mut buf = [0u8; 512];
+            let mut echoed = 0;
+            while echoed < total {
+                let n = stream.read(&mut buf).unwrap();
+                assert!(n > 0, "the LibOs closed the connection early");
+                echoed += n;
+                // Echo each byte plus one, so an echo cannot pass for the message itself.
+                let reply: Vec<u8> = buf[..n].iter().map(|b| b.wrapping_add(1)).collect();
+                stream.write_all(&reply).unwrap();
+            }
+        });
+        let mut config = Config::with_libos(LibOsName::Uring);
+        config.poll = mode;
+        let mut libos = LibOs::new(config).unwrap();
+        let c = libos.socket(SocketKind::Stream).unwrap();
+        let qt = libos.connect(c, addr).unwrap();
+        libos.wait(qt, LONG).unwrap().ok().unwrap();
+        for round in 0..rounds {
+            let msg: Vec<u8> = (0..len(round)).map(|i| (i as u32 + round) as u8).collect();
+            let push = libos.push(c, libos.sga_from_slice(&msg).unwrap()).unwrap();
+            libos.wait(push, LONG).unwrap().ok().unwrap();
+            let want: Vec<u8> = msg.iter().map(|b| b.wrapping_add(1)).collect();
+            let mut got = Vec::new();
+            while got.len() < want.len() {
+                let pop = libos.pop(c).unwrap();
+                got.extend(libos.wait(pop, LONG).unwrap().into_sga().unwrap().to_vec());
+            }
+            assert_eq!(got, want, "{mode:?}, round {round}");
+        }
+        libos.close(c).unwrap();
+        peer.join().unwrap();
+    }
+}

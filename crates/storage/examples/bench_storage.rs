@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! cargo run --release -p bypass-storage --example bench_storage -- \
-//!     [--path FILE] [--size-mib N] [--runtime-secs S] [--depths 1,8,32,128] [--no-fio] [--json]
+//!     [--path FILE] [--size-mib N] [--runtime-secs S] [--depths 1,8,32,128] [--no-fio]
+//!     [--no-page-cache] [--json]
 //! ```
 
 use std::time::Duration;
@@ -26,6 +27,7 @@ fn main() {
             "--runtime-secs" => opts.runtime = Duration::from_secs_f64(parse(&value())),
             "--depths" => opts.depths = value().split(',').map(parse).collect(),
             "--no-fio" => opts.fio = false,
+            "--no-page-cache" => opts.page_cache = false,
             "--json" => json = true,
             _ => {
                 eprintln!("unknown argument {arg}; see the example's doc comment");

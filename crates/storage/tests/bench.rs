@@ -35,6 +35,8 @@ fn a_tiny_run_measures_every_row_of_ours_and_cleans_up() {
             ("bypass", 4, true),
             ("bypass+fixed", 1, true),
             ("bypass+fixed", 4, true),
+            ("bypass+spin", 1, true),
+            ("bypass+spin", 4, true),
             ("bypass+sqpoll", 1, true),
             ("bypass+sqpoll", 4, true),
             ("bypass", 32, false),
@@ -45,12 +47,17 @@ fn a_tiny_run_measures_every_row_of_ours_and_cleans_up() {
         assert!(r.ios > 0 && r.kiops > 0.0, "{r:?}");
         assert!(r.p50_us > 0.0 && r.p99_us >= r.p50_us, "{r:?}");
         assert!(r.cpu_us_per_io > 0.0, "{r:?}");
+        // One system call per I/O at most: submitting and waiting share one `io_uring_enter`,
+        // spinning rows read completions without one (give or take the call in flight when
+        // the measurement starts).
+        let enters = r.enters_per_io.expect("our rows count their system calls");
+        assert!(enters <= 1.0 + 2.0 / r.ios as f64, "{r:?}");
     }
     let table = report.to_string();
     assert!(table.contains("bypass+sqpoll"), "{table}");
     assert!(table.contains("bypass page cache"), "{table}");
     let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
-    assert_eq!(json["rows"].as_array().unwrap().len(), 7);
+    assert_eq!(json["rows"].as_array().unwrap().len(), 9);
     assert_eq!(json["rows"][0]["engine"], "bypass");
     assert_eq!(json["size"], 8 << 20);
 }
@@ -71,7 +78,7 @@ fn an_existing_file_is_used_and_kept() {
         ..BenchOptions::default()
     };
     let report = bench(&opts).unwrap();
-    assert_eq!(report.rows.len(), 2);
+    assert_eq!(report.rows.len(), 3);
     assert!(report
         .notes
         .iter()
@@ -102,7 +109,8 @@ fn fio_json_is_parsed_into_kiops_latency_and_cpu() {
         "iops" : 50000.5,
         "total_ios" : 250000,
         "runtime" : 5000,
-        "clat_ns" : { "percentile" : { "50.000000" : 75776, "99.000000" : 150528 } }
+        "clat_ns" : { "percentile" : { "50.000000" : 60416, "99.000000" : 120832 } },
+        "lat_ns" : { "percentile" : { "50.000000" : 75776, "99.000000" : 150528 } }
       }
   } ]
 }"#;
@@ -110,6 +118,8 @@ fn fio_json_is_parsed_into_kiops_latency_and_cpu() {
     assert!((row.kiops - 50.0005).abs() < 1e-9);
     assert!((row.p50_us - 75.776).abs() < 1e-9);
     assert!((row.p99_us - 150.528).abs() < 1e-9);
+    assert_eq!(row.fio_clat_p50_us, Some(60.416));
+    assert_eq!(row.enters_per_io, None);
     // 40 % of 5 s = 2 s of CPU over 250 000 I/Os = 8 µs each.
     assert!((row.cpu_us_per_io - 8.0).abs() < 1e-9);
     assert_eq!(row.ios, 250_000);
