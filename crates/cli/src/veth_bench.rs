@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use bypass::{LibOs, LibOsName, PollMode, QToken, QValue, SocketKind};
 use bypass_devices::netns;
 use bypass_devices::topo::{Topology, TopologySpec};
-use bypass_echo::{run_load, Latency, Limit, LoadOptions, Protocol, ServeOptions, Server};
+use bypass_echo::{Latency, ServeOptions, Server};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
@@ -574,8 +574,9 @@ fn bulk_timeout(received: u64, total: u64) -> io::Error {
     )
 }
 
-/// A bypass client in namespace B: the echo crate's closed-loop load client over one
-/// connection, then a bulk echo through the queue API with every byte checked.
+/// A bypass client in namespace B, doing what the kernel-socket client does through the queue
+/// API: a ping-pong connection (push a message, pop until its echo is back, compare, record),
+/// then a bulk echo with every byte checked.
 fn bypass_client(
     libos: &mut LibOs,
     server: SocketAddrV4,
@@ -584,21 +585,72 @@ fn bypass_client(
     warmup: u64,
     bulk_bytes: u64,
 ) -> Result<Sample, CliError> {
-    let opts = LoadOptions {
-        message_size: size,
-        limit: Limit::Count(count),
-        warmup: Limit::Count(warmup),
-        ..LoadOptions::new(server, Protocol::Tcp)
-    };
-    let report = run_load(libos, &opts)?;
+    let histogram = bypass_ping_pong(libos, server, size, count, warmup)
+        .map_err(|e| CliError::from(e).context(format_args!("ping-pong")))?;
     let bulk_ns = bypass_bulk(libos, server, bulk_bytes)
         .map_err(|e| CliError::from(e).context(format_args!("bulk echo")))?;
     Ok(Sample {
-        histogram: report.histogram,
-        messages: report.messages,
+        histogram,
+        messages: count,
         bulk_bytes,
         bulk_ns,
     })
+}
+
+/// `warmup + count` round trips of `size`-byte messages over a new connection; the histogram
+/// holds the last `count`, from just before the push to the last byte of the echo.
+fn bypass_ping_pong(
+    libos: &mut LibOs,
+    server: SocketAddrV4,
+    size: usize,
+    count: u64,
+    warmup: u64,
+) -> bypass::Result<Histogram<u64>> {
+    let qd = libos.socket(SocketKind::Stream)?;
+    let result = (|| {
+        let qt = libos.connect(qd, server)?;
+        libos.wait(qt, Some(DEADLINE))?.ok()?;
+        let mut histogram = new_histogram();
+        let mut msg: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let mut back = vec![0u8; size];
+        for seq in 0..warmup + count {
+            msg[0] = seq as u8;
+            let t0 = Instant::now();
+            let push = libos.push(qd, libos.sga_from_slice(&msg)?)?;
+            let mut got = 0;
+            while got < size {
+                let pop = libos.pop(qd)?;
+                let sga = libos.wait(pop, Some(DEADLINE))?.into_sga()?;
+                if sga.is_empty() {
+                    return Err(bypass::Error::new(
+                        bypass::ErrorKind::ConnectionReset,
+                        format!("the server closed during message {seq}"),
+                    ));
+                }
+                if got + sga.len() > size {
+                    return Err(bypass::Error::new(
+                        bypass::ErrorKind::InvalidArgument,
+                        format!("more bytes came back than message {seq} had"),
+                    ));
+                }
+                got += sga.copy_to(&mut back[got..]);
+            }
+            let rtt = t0.elapsed();
+            libos.wait(push, Some(DEADLINE))?.ok()?;
+            if back != msg {
+                return Err(bypass::Error::new(
+                    bypass::ErrorKind::InvalidArgument,
+                    format!("the echo of message {seq} differs"),
+                ));
+            }
+            if seq >= warmup {
+                histogram.saturating_record((rtt.as_nanos() as u64).max(1));
+            }
+        }
+        Ok(histogram)
+    })();
+    let _ = libos.close(qd);
+    result
 }
 
 /// Echoes `total` bytes over a new connection, up to [`BULK_PUSHES`] pushes of
