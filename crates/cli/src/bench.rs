@@ -14,7 +14,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bypass::{LibOsName, PollMode};
-use bypass_echo::{Latency, Limit, LoadOptions, Protocol, ServeOptions, Server};
+use bypass_echo::{Latency, Limit, ServeOptions, Server};
 use clap::Subcommand;
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -502,19 +502,9 @@ fn bypass_ping_pong(
                     "the {name} echo server did not start"
                 )));
             };
-            let opts = LoadOptions {
-                message_size: size,
-                limit,
-                warmup: Limit::Count(warmup),
-                ..LoadOptions::new(addr, Protocol::Tcp)
-            };
             let mut libos = libos(file, Some(name))?;
-            let report = bypass_echo::run_load(&mut libos, &opts)?;
-            Ok((
-                report.messages,
-                (report.elapsed_s * 1e9) as u64,
-                report.histogram,
-            ))
+            crate::ping_pong::api_ping_pong(&mut libos, addr, size, limit, warmup)
+                .map_err(|e| CliError::from(e).context(format_args!("{name} client")))
         };
         let result = client();
         stop.store(true, Ordering::Relaxed);

@@ -12,6 +12,7 @@ mod doctor;
 mod echo;
 mod error;
 mod kv;
+mod ping_pong;
 mod sys;
 mod topo;
 mod veth_bench;

@@ -21,12 +21,13 @@ use std::time::{Duration, Instant};
 use bypass::{LibOs, LibOsName, PollMode, QToken, QValue, SocketKind};
 use bypass_devices::netns;
 use bypass_devices::topo::{Topology, TopologySpec};
-use bypass_echo::{Latency, ServeOptions, Server};
+use bypass_echo::{Latency, Limit, ServeOptions, Server};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::config::FileConfig;
 use crate::error::CliError;
+use crate::ping_pong::api_ping_pong;
 use crate::sys;
 use crate::topo::{need_root, NetArgs};
 
@@ -585,7 +586,7 @@ fn bypass_client(
     warmup: u64,
     bulk_bytes: u64,
 ) -> Result<Sample, CliError> {
-    let histogram = bypass_ping_pong(libos, server, size, count, warmup)
+    let (_, _, histogram) = api_ping_pong(libos, server, size, Limit::Count(count), warmup)
         .map_err(|e| CliError::from(e).context(format_args!("ping-pong")))?;
     let bulk_ns = bypass_bulk(libos, server, bulk_bytes)
         .map_err(|e| CliError::from(e).context(format_args!("bulk echo")))?;
@@ -595,62 +596,6 @@ fn bypass_client(
         bulk_bytes,
         bulk_ns,
     })
-}
-
-/// `warmup + count` round trips of `size`-byte messages over a new connection; the histogram
-/// holds the last `count`, from just before the push to the last byte of the echo.
-fn bypass_ping_pong(
-    libos: &mut LibOs,
-    server: SocketAddrV4,
-    size: usize,
-    count: u64,
-    warmup: u64,
-) -> bypass::Result<Histogram<u64>> {
-    let qd = libos.socket(SocketKind::Stream)?;
-    let result = (|| {
-        let qt = libos.connect(qd, server)?;
-        libos.wait(qt, Some(DEADLINE))?.ok()?;
-        let mut histogram = new_histogram();
-        let mut msg: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
-        let mut back = vec![0u8; size];
-        for seq in 0..warmup + count {
-            msg[0] = seq as u8;
-            let t0 = Instant::now();
-            let push = libos.push(qd, libos.sga_from_slice(&msg)?)?;
-            let mut got = 0;
-            while got < size {
-                let pop = libos.pop(qd)?;
-                let sga = libos.wait(pop, Some(DEADLINE))?.into_sga()?;
-                if sga.is_empty() {
-                    return Err(bypass::Error::new(
-                        bypass::ErrorKind::ConnectionReset,
-                        format!("the server closed during message {seq}"),
-                    ));
-                }
-                if got + sga.len() > size {
-                    return Err(bypass::Error::new(
-                        bypass::ErrorKind::InvalidArgument,
-                        format!("more bytes came back than message {seq} had"),
-                    ));
-                }
-                got += sga.copy_to(&mut back[got..]);
-            }
-            let rtt = t0.elapsed();
-            libos.wait(push, Some(DEADLINE))?.ok()?;
-            if back != msg {
-                return Err(bypass::Error::new(
-                    bypass::ErrorKind::InvalidArgument,
-                    format!("the echo of message {seq} differs"),
-                ));
-            }
-            if seq >= warmup {
-                histogram.saturating_record((rtt.as_nanos() as u64).max(1));
-            }
-        }
-        Ok(histogram)
-    })();
-    let _ = libos.close(qd);
-    result
 }
 
 /// Echoes `total` bytes over a new connection, up to [`BULK_PUSHES`] pushes of

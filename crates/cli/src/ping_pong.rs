@@ -1,0 +1,86 @@
+//! The benchmarks' bypass client: a plain TCP ping-pong through the queue API, doing what the
+//! `linux` reference client does over sockets (send a message, read until its echo is whole,
+//! compare, record), so a ratio between the two measures the libOS and not the client.
+
+use std::net::SocketAddrV4;
+use std::time::{Duration, Instant};
+
+use bypass::{Error, ErrorKind, LibOs, SocketKind};
+use bypass_echo::Limit;
+use hdrhistogram::Histogram;
+
+/// Longest a round trip may take before the run fails.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// `warmup` round trips, then round trips of `size`-byte messages over a new connection to
+/// `server` until `limit`. Returns the measured messages, the nanoseconds they took, and their
+/// round-trip histogram (from just before the push to the last byte of the echo).
+pub(crate) fn api_ping_pong(
+    libos: &mut LibOs,
+    server: SocketAddrV4,
+    size: usize,
+    limit: Limit,
+    warmup: u64,
+) -> bypass::Result<(u64, u64, Histogram<u64>)> {
+    let qd = libos.socket(SocketKind::Stream)?;
+    let result = (|| {
+        let qt = libos.connect(qd, server)?;
+        libos.wait(qt, Some(DEADLINE))?.ok()?;
+        let mut histogram =
+            Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("static bounds are valid");
+        let mut msg: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let mut back = vec![0u8; size];
+        let mut measured = 0u64;
+        let mut start = Instant::now();
+        for seq in 0.. {
+            if seq == warmup {
+                start = Instant::now();
+            }
+            if seq >= warmup {
+                let done = match limit {
+                    Limit::Count(n) => measured >= n,
+                    Limit::Duration(d) => start.elapsed() >= d,
+                };
+                if done {
+                    break;
+                }
+            }
+            msg[0] = seq as u8;
+            let t0 = Instant::now();
+            let push = libos.push(qd, libos.sga_from_slice(&msg)?)?;
+            let mut got = 0;
+            while got < size {
+                let pop = libos.pop(qd)?;
+                let sga = libos.wait(pop, Some(DEADLINE))?.into_sga()?;
+                if sga.is_empty() {
+                    return Err(Error::new(
+                        ErrorKind::ConnectionReset,
+                        format!("the server closed during message {seq}"),
+                    ));
+                }
+                if got + sga.len() > size {
+                    return Err(Error::new(
+                        ErrorKind::InvalidArgument,
+                        format!("more bytes came back than message {seq} had"),
+                    ));
+                }
+                got += sga.copy_to(&mut back[got..]);
+            }
+            let rtt = t0.elapsed();
+            libos.wait(push, Some(DEADLINE))?.ok()?;
+            if back != msg {
+                return Err(Error::new(
+                    ErrorKind::InvalidArgument,
+                    format!("the echo of message {seq} differs"),
+                ));
+            }
+            if seq >= warmup {
+                histogram.saturating_record((rtt.as_nanos() as u64).max(1));
+                measured += 1;
+            }
+        }
+        Ok((measured, start.elapsed().as_nanos() as u64, histogram))
+    })();
+    let _ = libos.close(qd);
+    result
+}
