@@ -977,6 +977,50 @@ fn sack_recovery_retransmits_only_the_holes() {
 }
 
 #[test]
+fn three_sacked_small_segments_mark_a_hole_lost_without_three_duplicates() {
+    // RFC 6675 IsLost(): DupThresh discontiguous SACKed sequences above a hole mean it was
+    // lost, even when they hold far fewer than (DupThresh - 1) * SMSS bytes: an RPC flow of
+    // small messages recovers by fast retransmit, not by the timer.
+    let mut cfg = Script::config();
+    cfg.congestion = bypass_inet::CongestionKind::NewReno;
+    let mut s = Script::new(cfg);
+    let (h, _) = s.accept_with(seg("S", PEER_ISS, None).mss(1000).sack_perm());
+    let data: Vec<u8> = (0..700u32).map(|i| (i * 3) as u8).collect();
+    let mut segs = Vec::new();
+    for part in data.chunks(100) {
+        let b = s.buf(part);
+        s.stack.tcp_send(h, &b).unwrap();
+        segs.extend(s.sent());
+    }
+    assert_eq!(segs.len(), 7, "one segment per 100-byte message: {segs:?}");
+    let [t1, t101, t201, t301, t401, t501, t701] =
+        [1, 101, 201, 301, 401, 501, 701].map(|n| s.them(n));
+    // Segments 1, 3 and 5 are lost; two duplicate ACKs reach us (the others were lost too),
+    // the second SACKing 2, 4 and 6-7: three ranges, 400 bytes.
+    let mut d1 = seg(".", us(1), Some(t1));
+    d1.sack[0] = Some((t101, t201));
+    s.inject(d1);
+    s.expect_nothing();
+    let mut d2 = seg(".", us(1), Some(t1));
+    d2.sack[0] = Some((t501, t701));
+    d2.sack[1] = Some((t301, t401));
+    d2.sack[2] = Some((t101, t201));
+    s.inject(d2);
+    let out = s.sent();
+    assert_eq!(
+        (out[0].seq, &out[0].payload[..]),
+        (t1, &data[..100]),
+        "the first hole goes again at once: {out:?}"
+    );
+    assert_eq!(s.stack.stats().tcp_fast_retransmits, 1);
+    // With no new data to send, the other holes follow (RFC 6675 NextSeg() rule 3).
+    let again: Vec<_> = out.iter().map(|o| (o.seq, o.payload.len())).collect();
+    assert_eq!(again, vec![(t1, 100), (t201, 100), (t401, 100)]);
+    s.inject(seg(".", us(1), Some(t701)));
+    assert_eq!(s.stack.tcp_info(h).unwrap().in_flight, 0);
+}
+
+#[test]
 fn the_peers_window_scale_is_applied() {
     let mut s = Script::new(Script::config());
     let (h, _) = s.accept_with(seg("S", PEER_ISS, None).mss(1000).ws(2).win(1000));

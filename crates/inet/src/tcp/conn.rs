@@ -24,6 +24,10 @@ pub type Endpoint = (Ipv4Address, u16);
 /// kept as a slice of its frame (keeps small segments from pinning a frame each).
 const COALESCE_MAX: usize = 256;
 
+/// RFC 5681 / RFC 6675 DupThresh: duplicate ACKs (or SACKed sequences above a hole) that
+/// mean the hole was lost.
+const DUP_THRESH: usize = 3;
+
 /// The transmission control block.
 pub(crate) struct Tcb {
     pub state: TcpState,
@@ -893,7 +897,7 @@ impl Tcb {
                 // RFC 6675 §5: enter recovery on the third duplicate or once the first
                 // unacknowledged segment counts as lost; then send by the pipe estimate.
                 if !self.in_recovery
-                    && (self.dupacks >= 3 || self.is_lost(self.snd_una))
+                    && (self.dupacks >= DUP_THRESH as u32 || self.is_lost(self.snd_una))
                     && ack >= self.recover
                 {
                     let flight = self.snd_max - self.snd_una;
@@ -1504,9 +1508,13 @@ impl Tcb {
             .sum()
     }
 
-    /// RFC 6675 §4 IsLost(): more than (DupThresh - 1) * SMSS bytes above `seq` are SACKed.
+    /// RFC 6675 §4 IsLost(): DupThresh discontiguous SACKed sequences lie above `seq`, or
+    /// more than (DupThresh - 1) * SMSS SACKed bytes do. Scoreboard ranges stand in for
+    /// sequences: DupThresh ranges hold at least DupThresh segments, which is what lets a
+    /// flow of small segments (well under an SMSS each) recover without the timer.
     fn is_lost(&self, seq: TcpSeqNumber) -> bool {
-        self.sacked_above(seq) > 2 * self.snd_mss
+        let above = self.sacked.iter().filter(|&&(_, b)| b > seq).count();
+        above >= DUP_THRESH || self.sacked_above(seq) > (DUP_THRESH - 1) * self.snd_mss
     }
 
     /// The unSACKed ranges from snd_una to the highest SACKed byte.
