@@ -3,7 +3,9 @@
 //! The cache is a fixed table of [`ArpConfig::cache_size`] entries, allocated at start-up.
 //! An entry is *static* (configured, never expires), *resolved* (learned, expires after
 //! [`ArpConfig::ttl`]) or *pending* (a request is out; up to [`ArpConfig::queue_per_entry`]
-//! packets wait for the answer, as RFC 1122 §2.3.2.2 asks). A pending entry asks again every
+//! packets wait for the answer, as RFC 1122 §2.3.2.2 asks, and no more than
+//! [`ArpConfig::queue_total`] for all pending entries together; a packet past either bound is
+//! dropped and counted in `arp_queue_full`). A pending entry asks again every
 //! [`ArpConfig::retry_interval`], [`ArpConfig::max_requests`] times, then gives up and drops
 //! what waited (counted in `arp_unresolved_drops`); the next packet to that address starts over.
 
@@ -23,8 +25,12 @@ pub struct ArpConfig {
     pub retry_interval: Duration,
     /// Requests sent before giving up on an address.
     pub max_requests: u32,
-    /// Packets kept per address while it resolves.
+    /// Packets kept per address while it resolves (a first burst to a new neighbour waits
+    /// here rather than being dropped).
     pub queue_per_entry: usize,
+    /// Packets kept for all resolving addresses together: bounds the buffers unanswered
+    /// requests can hold, whatever the number of addresses.
+    pub queue_total: usize,
 }
 
 impl Default for ArpConfig {
@@ -34,7 +40,8 @@ impl Default for ArpConfig {
             ttl: Duration::from_secs(60),
             retry_interval: Duration::from_millis(500),
             max_requests: 5,
-            queue_per_entry: 8,
+            queue_per_entry: 64,
+            queue_total: 256,
         }
     }
 }
@@ -130,7 +137,17 @@ impl ArpCache {
         packet: Buffer,
         now: Instant,
     ) -> (Lookup, Option<Buffer>) {
-        if let Some(i) = self.find(ip) {
+        let found = self.find(ip);
+        let resolved = found.is_some_and(|i| match self.entries[i].state {
+            State::Static(_) => true,
+            State::Resolved { expires, .. } => expires > now,
+            State::Pending { .. } => false,
+        });
+        // The total is counted only for a packet that would wait (the slow path).
+        if !resolved && self.queued() >= self.config.queue_total {
+            return (Lookup::Dropped(LookupDrop::QueueFull), None);
+        }
+        if let Some(i) = found {
             let limit = self.config.queue_per_entry;
             let retry = self.config.retry_interval;
             match &mut self.entries[i].state {
@@ -172,6 +189,17 @@ impl ArpCache {
             Ok(_) => (Lookup::QueuedSendRequest, None),
             Err(()) => (Lookup::Dropped(LookupDrop::CacheFull), None),
         }
+    }
+
+    /// Packets waiting for all resolving addresses.
+    fn queued(&self) -> usize {
+        self.entries
+            .iter()
+            .map(|e| match &e.state {
+                State::Pending { queue, .. } => queue.len(),
+                _ => 0,
+            })
+            .sum()
     }
 
     /// Learns `ip is-at mac` (RFC 826 "merge"): updates an existing entry, or adds one if

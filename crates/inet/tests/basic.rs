@@ -184,6 +184,39 @@ fn udp_datagrams_and_arp_resolution() {
 }
 
 #[test]
+fn a_first_burst_to_a_new_neighbour_waits_for_arp_within_its_bounds() {
+    let mut a_cfg = config(IP_A, 1);
+    a_cfg.arp.queue_per_entry = 64;
+    a_cfg.arp.queue_total = 80;
+    let mut p = Pair::new(SimConfig::default(), a_cfg, config(IP_B, 1));
+    let ua = p.a.udp_bind(addr(IP_A, 1000)).unwrap();
+    let ub = p.b.udp_bind(addr(IP_B, 2000)).unwrap();
+    // 64 datagrams before B's address is known: all wait for the one ARP answer.
+    for i in 0..64u8 {
+        p.a.udp_send_to(ua, addr(IP_B, 2000), &[i; 32]).unwrap();
+    }
+    // 20 more to an address nobody has: 16 fit under the total bound, 4 are dropped.
+    let nobody = bypass_wire::Ipv4Address::new(10, 0, 0, 99);
+    for i in 0..20u8 {
+        p.a.udp_send_to(ua, addr(nobody, 9), &[i; 8]).unwrap();
+    }
+    assert_eq!(p.a.stats().arp_queue_full, 4);
+    assert_eq!(p.a.stats().arp_requests_sent, 2);
+    p.run_for(Duration::from_millis(5));
+    for i in 0..64u8 {
+        let (d, _) =
+            p.b.udp_recv_from(ub)
+                .unwrap()
+                .expect("every datagram of the burst");
+        assert_eq!(&d[..], &[i; 32], "in order");
+    }
+    assert!(p.b.udp_recv_from(ub).unwrap().is_none());
+    // The unanswered address gives up after its retries and counts what waited.
+    p.run_for(Duration::from_secs(5));
+    assert_eq!(p.a.stats().arp_unresolved_drops, 16);
+}
+
+#[test]
 fn bulk_transfer_checks_every_byte() {
     let mut p = Pair::simple(SimConfig {
         delay: Duration::from_micros(50),
