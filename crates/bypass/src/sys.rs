@@ -112,6 +112,14 @@ pub fn listen(fd: &OwnedFd, backlog: i32) -> io::Result<()> {
     Ok(())
 }
 
+/// Ends the sending side: TCP sends its FIN after the queued data at once, even while
+/// something else still holds the socket open (an io_uring request in flight does).
+pub fn shutdown_write(fd: &OwnedFd) -> io::Result<()> {
+    // SAFETY: plain system call on an fd we own.
+    check(unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_WR) })?;
+    Ok(())
+}
+
 /// Starts a connection; `Ok(false)` means it is in progress (EINPROGRESS).
 pub fn connect(fd: &OwnedFd, addr: SocketAddrV4) -> io::Result<bool> {
     let sa = to_sockaddr(addr);

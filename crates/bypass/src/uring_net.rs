@@ -398,6 +398,12 @@ impl UringEngine {
             // The cancel carries no pointers; if the queue is full the submissions still
             // complete on their own, and the graveyard waits for them either way.
             let _ = self.push_entry(&cancel);
+            let _ = self.submit();
+            // The armed requests hold the file open until their completions are reaped (at
+            // the next poll): the peer must not wait that long for our FIN.
+            if s.kind == SocketKind::Stream {
+                let _ = sys::shutdown_write(&s.fd);
+            }
             self.graveyard.push((key, s));
         }
         Ok(())

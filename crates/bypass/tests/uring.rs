@@ -193,3 +193,30 @@ fn data_sent_by_another_thread_reaches_a_spinning_and_a_sleeping_libos() {
         peer.join().unwrap();
     }
 }
+
+#[test]
+fn closing_a_connection_with_a_receive_armed_sends_the_fin_at_once() {
+    use std::io::Read;
+    let mut libos = uring();
+    let l = libos.socket(SocketKind::Stream).unwrap();
+    libos.bind(l, "127.0.0.1:0".parse().unwrap()).unwrap();
+    libos.listen(l, 4).unwrap();
+    let addr = libos.local_addr(l).unwrap();
+    let mut peer = std::net::TcpStream::connect(addr).unwrap();
+    let aqt = libos.accept(l).unwrap();
+    let QValue::Accepted { qd: s, .. } = libos.wait(aqt, LONG).unwrap().value else {
+        panic!("accept failed")
+    };
+    // A pop arms the multishot receive; nothing arrives for it.
+    let pop = libos.pop(s).unwrap();
+    assert!(libos.wait(pop, Some(Duration::from_millis(20))).is_err());
+    libos.close(s).unwrap();
+    // No further poll of the LibOs: the peer still sees end of stream.
+    peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 16];
+    let n = peer
+        .read(&mut buf)
+        .expect("end of stream, not a timeout: the FIN was sent at close");
+    assert_eq!(n, 0);
+    libos.close(l).unwrap();
+}
