@@ -6,7 +6,7 @@
 //! targets take turns over several rounds so a slow patch of the machine does not land on one
 //! target only. The latency histograms of the rounds are merged.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::{SocketAddrV4, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -22,6 +22,7 @@ use serde::Serialize;
 use crate::config::FileConfig;
 use crate::echo::{ephemeral_listen, libos, seconds};
 use crate::error::CliError;
+use crate::ping_pong::{socket_ping_pong, write_all_spinning};
 use crate::{sys, Global};
 
 #[derive(Subcommand, Debug)]
@@ -544,7 +545,7 @@ fn linux_ping_pong(
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                     Err(e) => return Err(e),
                 };
-                write_all_spinning(&mut stream, &buf[..n])?;
+                write_all_spinning(&mut stream, &buf[..n], None)?;
             }
         });
         let result = linux_client(addr, size, limit, warmup);
@@ -565,57 +566,5 @@ fn linux_client(
     let mut stream = TcpStream::connect(addr)?;
     stream.set_nodelay(true)?;
     stream.set_nonblocking(true)?;
-    let mut histogram = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3)
-        .expect("static bounds are valid");
-    let mut msg: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
-    let mut back = vec![0u8; size];
-    let mut ping = |seq: u64, stream: &mut TcpStream| -> io::Result<Duration> {
-        msg[0] = seq as u8;
-        let t0 = Instant::now();
-        write_all_spinning(stream, &msg)?;
-        let mut got = 0;
-        while got < size {
-            match stream.read(&mut back[got..]) {
-                Ok(0) => return Err(io::Error::other("the reference server closed early")),
-                Ok(n) => got += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
-            }
-        }
-        let rtt = t0.elapsed();
-        if back != msg {
-            return Err(io::Error::other(format!("echo of message {seq} differs")));
-        }
-        Ok(rtt)
-    };
-    for seq in 0..warmup {
-        ping(seq, &mut stream)?;
-    }
-    let start = Instant::now();
-    let mut seq = warmup;
-    let mut messages = 0u64;
-    loop {
-        match limit {
-            Limit::Count(n) if messages >= n => break,
-            Limit::Duration(d) if start.elapsed() >= d => break,
-            _ => {}
-        }
-        let rtt = ping(seq, &mut stream)?;
-        histogram.saturating_record((rtt.as_nanos() as u64).max(1));
-        seq += 1;
-        messages += 1;
-    }
-    let elapsed = start.elapsed().as_nanos() as u64;
-    Ok((messages, elapsed, histogram))
-}
-
-fn write_all_spinning(stream: &mut TcpStream, mut data: &[u8]) -> io::Result<()> {
-    while !data.is_empty() {
-        match stream.write(data) {
-            Ok(n) => data = &data[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+    socket_ping_pong(&mut stream, size, limit, warmup)
 }

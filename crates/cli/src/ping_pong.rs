@@ -1,8 +1,11 @@
-//! The benchmarks' bypass client: a plain TCP ping-pong through the queue API, doing what the
-//! `linux` reference client does over sockets (send a message, read until its echo is whole,
-//! compare, record), so a ratio between the two measures the libOS and not the client.
+//! The benchmarks' ping-pong clients: [`socket_ping_pong`], the `linux` reference over a plain
+//! non-blocking socket, and [`api_ping_pong`], the same through the queue API (send a message,
+//! read until its echo is whole, compare, record), so a ratio between the two measures the
+//! libOS and not the client.
 
-use std::net::SocketAddrV4;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddrV4, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bypass::{Error, ErrorKind, LibOs, SocketKind};
@@ -11,6 +14,94 @@ use hdrhistogram::Histogram;
 
 /// Longest a round trip may take before the run fails.
 const DEADLINE: Duration = Duration::from_secs(60);
+
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("static bounds are valid")
+}
+
+/// Writes all of `data` to a non-blocking stream, spinning on `WouldBlock`; gives up once
+/// `stop` is set.
+pub(crate) fn write_all_spinning(
+    stream: &mut TcpStream,
+    mut data: &[u8],
+    stop: Option<&AtomicBool>,
+) -> io::Result<()> {
+    while !data.is_empty() {
+        match stream.write(data) {
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+                    return Err(io::Error::other("stopped while sending"));
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// The `linux` reference client: `warmup` round trips, then round trips until `limit`, over a
+/// connected non-blocking stream with TCP_NODELAY, spinning on `read`. Returns what
+/// [`api_ping_pong`] returns.
+pub(crate) fn socket_ping_pong(
+    stream: &mut TcpStream,
+    size: usize,
+    limit: Limit,
+    warmup: u64,
+) -> io::Result<(u64, u64, Histogram<u64>)> {
+    let mut histogram = new_histogram();
+    let mut msg: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    let mut back = vec![0u8; size];
+    let mut measured = 0u64;
+    let mut start = Instant::now();
+    for seq in 0.. {
+        if seq == warmup {
+            start = Instant::now();
+        }
+        if seq >= warmup {
+            let done = match limit {
+                Limit::Count(n) => measured >= n,
+                Limit::Duration(d) => start.elapsed() >= d,
+            };
+            if done {
+                break;
+            }
+        }
+        msg[0] = seq as u8;
+        let t0 = Instant::now();
+        write_all_spinning(stream, &msg, None)?;
+        let mut got = 0;
+        let mut spins = 0u32;
+        while got < size {
+            match stream.read(&mut back[got..]) {
+                Ok(0) => return Err(io::Error::other("the server closed the connection")),
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // The clock only now and then: the reference's spin stays a bare read.
+                    spins = spins.wrapping_add(1);
+                    if spins.is_multiple_of(4096) && t0.elapsed() > DEADLINE {
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!("no echo of message {seq} for {} s", DEADLINE.as_secs()),
+                        ));
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let rtt = t0.elapsed();
+        if back != msg {
+            return Err(io::Error::other(format!(
+                "the echo of message {seq} differs"
+            )));
+        }
+        if seq >= warmup {
+            histogram.saturating_record((rtt.as_nanos() as u64).max(1));
+            measured += 1;
+        }
+    }
+    Ok((measured, start.elapsed().as_nanos() as u64, histogram))
+}
 
 /// `warmup` round trips, then round trips of `size`-byte messages over a new connection to
 /// `server` until `limit`. Returns the measured messages, the nanoseconds they took, and their

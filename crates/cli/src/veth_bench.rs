@@ -27,7 +27,7 @@ use serde::Serialize;
 
 use crate::config::FileConfig;
 use crate::error::CliError;
-use crate::ping_pong::api_ping_pong;
+use crate::ping_pong::{api_ping_pong, socket_ping_pong, write_all_spinning};
 use crate::sys;
 use crate::topo::{need_root, NetArgs};
 
@@ -439,22 +439,7 @@ fn linux_echo_server(l: &TcpListener, stop: &AtomicBool) -> io::Result<()> {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(e),
             };
-            write_all_spinning(&mut s, &buf[..n], stop)?;
-        }
-    }
-    Ok(())
-}
-
-fn write_all_spinning(s: &mut TcpStream, mut data: &[u8], stop: &AtomicBool) -> io::Result<()> {
-    while !data.is_empty() {
-        match s.write(data) {
-            Ok(n) => data = &data[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if stop.load(Ordering::Relaxed) {
-                    return Err(io::Error::other("stopped while sending"));
-                }
-            }
-            Err(e) => return Err(e),
+            write_all_spinning(&mut s, &buf[..n], Some(stop))?;
         }
     }
     Ok(())
@@ -494,39 +479,8 @@ fn kernel_client(
         s.set_nonblocking(true)?;
         Ok(s)
     };
-    let never = AtomicBool::new(false);
     let mut s = connect()?;
-    let mut histogram = new_histogram();
-    let mut msg: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
-    let mut back = vec![0u8; size];
-    let start = Instant::now();
-    for seq in 0..warmup + count {
-        msg[0] = seq as u8;
-        let t0 = Instant::now();
-        write_all_spinning(&mut s, &msg, &never)?;
-        let mut got = 0;
-        while got < size {
-            match s.read(&mut back[got..]) {
-                Ok(0) => return Err(io::Error::other("the server closed the connection")),
-                Ok(n) => got += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if start.elapsed() > DEADLINE {
-                        return Err(io::Error::new(io::ErrorKind::TimedOut, "no echo for 60 s"));
-                    }
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        let rtt = t0.elapsed();
-        if back != msg {
-            return Err(io::Error::other(format!(
-                "the echo of message {seq} differs"
-            )));
-        }
-        if seq >= warmup {
-            histogram.saturating_record((rtt.as_nanos() as u64).max(1));
-        }
-    }
+    let (_, _, histogram) = socket_ping_pong(&mut s, size, Limit::Count(count), warmup)?;
     drop(s);
     // Bulk: send and read back at once over a second connection, every byte checked.
     let mut s = connect()?;
