@@ -6,7 +6,7 @@
 //! targets take turns over several rounds so a slow patch of the machine does not land on one
 //! target only. The latency histograms of the rounds are merged.
 
-use std::io::{self, Read};
+use std::io;
 use std::net::{SocketAddrV4, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -22,7 +22,7 @@ use serde::Serialize;
 use crate::config::FileConfig;
 use crate::echo::{ephemeral_listen, libos, seconds};
 use crate::error::CliError;
-use crate::ping_pong::{socket_ping_pong, write_all_spinning};
+use crate::ping_pong::{socket_echo, socket_ping_pong};
 use crate::{sys, Global};
 
 #[derive(Subcommand, Debug)]
@@ -201,8 +201,7 @@ fn shm_api_round_trips(
     thread::scope(|sc| {
         let (name, config, api) = (&name, &config, &api);
         let server = sc.spawn(move || -> Result<(), CliError> {
-            sys::set_affinity(&sys::CpuSet::single(cores.1))
-                .map_err(|e| CliError::new(format!("cannot pin to CPU {}: {e}", cores.1)))?;
+            sys::pin(cores.1)?;
             let mut libos = LibOs::new(config()).map_err(api)?;
             let qd = libos.shm_create(name).map_err(api)?;
             let _ = ready_tx.send(());
@@ -221,8 +220,7 @@ fn shm_api_round_trips(
             ready_rx
                 .recv()
                 .map_err(|_| CliError::new("the shm API server did not start"))?;
-            sys::set_affinity(&sys::CpuSet::single(cores.0))
-                .map_err(|e| CliError::new(format!("cannot pin to CPU {}: {e}", cores.0)))?;
+            sys::pin(cores.0)?;
             let mut libos = LibOs::new(config()).map_err(api)?;
             let qd = libos.shm_open(name).map_err(api)?;
             let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)
@@ -348,8 +346,7 @@ fn echo(global: &Global, args: EchoArgs) -> Result<(), CliError> {
         None
     };
     if let Some((client, _)) = pinned {
-        sys::set_affinity(&sys::CpuSet::single(client))
-            .map_err(|e| CliError::new(format!("cannot pin to CPU {client}: {e}")))?;
+        sys::pin(client)?;
     }
     let result = measure(&file, &libs, &args, per_round, pinned);
     let _ = sys::set_affinity(&original);
@@ -475,8 +472,7 @@ fn bypass_ping_pong(
         let stop = &stop;
         let server = s.spawn(move || -> Result<(), CliError> {
             if let Some(cpu) = server_cpu {
-                sys::set_affinity(&sys::CpuSet::single(cpu))
-                    .map_err(|e| CliError::new(format!("cannot pin to CPU {cpu}: {e}")))?;
+                sys::pin(cpu)?;
             }
             let started = libos(file, Some(name)).and_then(|mut libos| {
                 let opts = ServeOptions {
@@ -535,18 +531,7 @@ fn linux_ping_pong(
                 sys::set_affinity(&sys::CpuSet::single(cpu))?;
             }
             let (mut stream, _) = listener.accept()?;
-            stream.set_nodelay(true)?;
-            stream.set_nonblocking(true)?;
-            let mut buf = vec![0u8; size.max(64 * 1024)];
-            loop {
-                let n = match stream.read(&mut buf) {
-                    Ok(0) => return Ok(()),
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    Err(e) => return Err(e),
-                };
-                write_all_spinning(&mut stream, &buf[..n], None)?;
-            }
+            socket_echo(&mut stream, &mut vec![0u8; size.max(64 * 1024)], None)
         });
         let result = linux_client(addr, size, limit, warmup);
         let served = server

@@ -15,7 +15,8 @@ use hdrhistogram::Histogram;
 /// Longest a round trip may take before the run fails.
 const DEADLINE: Duration = Duration::from_secs(60);
 
-fn new_histogram() -> Histogram<u64> {
+/// A histogram of round trips in nanoseconds, up to an hour.
+pub(crate) fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("static bounds are valid")
 }
 
@@ -38,6 +39,29 @@ pub(crate) fn write_all_spinning(
         }
     }
     Ok(())
+}
+
+/// The `linux` reference server for one connection: sets TCP_NODELAY and non-blocking mode,
+/// then echoes whatever arrives, spinning on `read`, until the peer closes or `stop` is set.
+pub(crate) fn socket_echo(
+    stream: &mut TcpStream,
+    buf: &mut [u8],
+    stop: Option<&AtomicBool>,
+) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    stream.set_nonblocking(true)?;
+    loop {
+        if stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+            return Ok(());
+        }
+        let n = match stream.read(buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        };
+        write_all_spinning(stream, &buf[..n], stop)?;
+    }
 }
 
 /// The `linux` reference client: `warmup` round trips, then round trips until `limit`, over a

@@ -50,6 +50,12 @@ pub(crate) fn set_affinity(set: &CpuSet) -> io::Result<()> {
     Ok(())
 }
 
+/// Pins the calling thread to `cpu`, with an error the CLI can print.
+pub(crate) fn pin(cpu: usize) -> Result<(), crate::error::CliError> {
+    set_affinity(&CpuSet::single(cpu))
+        .map_err(|e| crate::error::CliError::new(format!("cannot pin to CPU {cpu}: {e}")))
+}
+
 /// Opens a socket of `domain` and `ty` and closes it again: whether the kernel allows it.
 pub(crate) fn probe_socket(domain: libc::c_int, ty: libc::c_int) -> io::Result<()> {
     // SAFETY: socket() takes no pointers; a negative result is an error and owns nothing.

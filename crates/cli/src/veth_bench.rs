@@ -27,7 +27,7 @@ use serde::Serialize;
 
 use crate::config::FileConfig;
 use crate::error::CliError;
-use crate::ping_pong::{api_ping_pong, socket_ping_pong, write_all_spinning};
+use crate::ping_pong::{api_ping_pong, new_histogram, socket_echo, socket_ping_pong};
 use crate::sys;
 use crate::topo::{need_root, NetArgs};
 
@@ -124,10 +124,6 @@ const BULK_CHUNK: usize = 64 << 10;
 const BULK_PUSHES: usize = 4;
 /// Longest a client waits for the echo it is owed before it gives up.
 const DEADLINE: Duration = Duration::from_secs(60);
-
-fn new_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("static bounds are valid")
-}
 
 /// The rows to measure: the `linux` reference, each libOS as the server with a kernel client,
 /// and each user-space-stack libOS at both ends.
@@ -302,11 +298,7 @@ fn end_config(
 }
 
 fn pin(pinned: Option<usize>) -> Result<(), CliError> {
-    match pinned {
-        Some(cpu) => sys::set_affinity(&sys::CpuSet::single(cpu))
-            .map_err(|e| CliError::new(format!("cannot pin to CPU {cpu}: {e}"))),
-        None => Ok(()),
-    }
+    pinned.map_or(Ok(()), sys::pin)
 }
 
 /// One measurement of one target on a topology of its own.
@@ -422,24 +414,10 @@ fn linux_echo_server(l: &TcpListener, stop: &AtomicBool) -> io::Result<()> {
     l.set_nonblocking(true)?;
     let mut buf = vec![0u8; 256 << 10];
     while !stop.load(Ordering::Relaxed) {
-        let mut s = match l.accept() {
-            Ok((s, _)) => s,
+        match l.accept() {
+            Ok((mut s, _)) => socket_echo(&mut s, &mut buf, Some(stop))?,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e),
-        };
-        s.set_nodelay(true)?;
-        s.set_nonblocking(true)?;
-        loop {
-            if stop.load(Ordering::Relaxed) {
-                return Ok(());
-            }
-            let n = match s.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
-            };
-            write_all_spinning(&mut s, &buf[..n], Some(stop))?;
         }
     }
     Ok(())
