@@ -448,6 +448,23 @@ enum Site {
 /// The server's port across a veth pair (the namespaces are fresh, so it is free).
 const VETH_PORT: u16 = 6379;
 
+/// `ip netns exec NS taskset -c CPU program`, leaving out what is not asked for.
+fn command_in(program: &Path, ns: Option<String>, cpu: Option<usize>) -> Command {
+    let mut argv: Vec<std::ffi::OsString> = Vec::new();
+    if let Some(ns) = ns {
+        argv.extend(["ip", "netns", "exec"].map(Into::into));
+        argv.push(ns.into());
+    }
+    if let Some(cpu) = cpu {
+        argv.extend(["taskset", "-c"].map(Into::into));
+        argv.push(cpu.to_string().into());
+    }
+    argv.push(program.into());
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..]);
+    cmd
+}
+
 impl Site {
     /// A loopback site, or with [`BenchOptions::veth`] a fresh veth topology, whose side A
     /// has a kernel address if the server uses kernel sockets.
@@ -478,7 +495,7 @@ impl Site {
 
     /// `program` run where redis-benchmark runs, on `cpu` if given.
     fn client_command(&self, program: &Path, cpu: Option<usize>) -> Command {
-        self.command(program, self.client_ns(), cpu)
+        command_in(program, self.client_ns(), cpu)
     }
 
     /// `program` run where the server runs, on `cpu` if given.
@@ -487,7 +504,7 @@ impl Site {
             Site::Loopback => None,
             Site::Veth(t) => Some(t.spec().ns_a.clone()),
         };
-        self.command(program, ns, cpu)
+        command_in(program, ns, cpu)
     }
 
     fn client_ns(&self) -> Option<String> {
@@ -495,23 +512,6 @@ impl Site {
             Site::Loopback => None,
             Site::Veth(t) => Some(t.spec().ns_b.clone()),
         }
-    }
-
-    /// `ip netns exec NS taskset -c CPU program`, leaving out what is not asked for.
-    fn command(&self, program: &Path, ns: Option<String>, cpu: Option<usize>) -> Command {
-        let mut argv: Vec<std::ffi::OsString> = Vec::new();
-        if let Some(ns) = ns {
-            argv.extend(["ip", "netns", "exec"].map(Into::into));
-            argv.push(ns.into());
-        }
-        if let Some(cpu) = cpu {
-            argv.extend(["taskset", "-c"].map(Into::into));
-            argv.push(cpu.to_string().into());
-        }
-        argv.push(program.into());
-        let mut cmd = Command::new(&argv[0]);
-        cmd.args(&argv[1..]);
-        cmd
     }
 
     /// The LibOs configuration of this server on `libos` here.
@@ -713,10 +713,8 @@ impl Drop for InProcessServer {
 /// namespace) and on `cpu`.
 fn enter(config: &Config, cpu: Option<usize>) -> Result<()> {
     if let Some(cpu) = cpu {
-        let mut set = rustix::thread::CpuSet::new();
-        set.set(cpu);
-        rustix::thread::sched_setaffinity(None, &set)
-            .map_err(|e| Error::os(e.into(), format!("cannot pin the server to CPU {cpu}")))?;
+        netns::pin_current_thread(cpu)
+            .map_err(|e| Error::os(e, format!("cannot pin the server to CPU {cpu}")))?;
     }
     if let (Some(ns), true) = (&config.net.netns, uses_kernel_stack(config.libos)) {
         netns::enter(ns).map_err(|e| Error::os(e, format!("cannot enter namespace {ns}")))?;
