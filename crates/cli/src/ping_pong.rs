@@ -20,6 +20,76 @@ pub(crate) fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("static bounds are valid")
 }
 
+/// What both clients keep: the message and its echo, the warm-up, then the measured phase
+/// until the limit, and the histogram of the measured round trips.
+struct Run {
+    warmup: u64,
+    limit: Limit,
+    seq: u64,
+    measured: u64,
+    start: Instant,
+    histogram: Histogram<u64>,
+    msg: Vec<u8>,
+    back: Vec<u8>,
+}
+
+impl Run {
+    fn new(size: usize, limit: Limit, warmup: u64) -> Run {
+        Run {
+            warmup,
+            limit,
+            seq: 0,
+            measured: 0,
+            start: Instant::now(),
+            histogram: new_histogram(),
+            msg: (0..size).map(|i| (i % 251) as u8).collect(),
+            back: vec![0u8; size],
+        }
+    }
+
+    /// Sequence number of the next message (now in `msg`), or `None` once the limit is met.
+    fn next(&mut self) -> Option<u64> {
+        if self.seq == self.warmup {
+            self.start = Instant::now();
+        }
+        if self.seq >= self.warmup {
+            let done = match self.limit {
+                Limit::Count(n) => self.measured >= n,
+                Limit::Duration(d) => self.start.elapsed() >= d,
+            };
+            if done {
+                return None;
+            }
+        }
+        self.msg[0] = self.seq as u8;
+        Some(self.seq)
+    }
+
+    /// Checks the echo in `back` against the message and records its round trip `rtt`.
+    fn record(&mut self, rtt: Duration) -> Result<(), String> {
+        let seq = self.seq;
+        self.seq += 1;
+        if self.back != self.msg {
+            return Err(format!("the echo of message {seq} differs"));
+        }
+        if seq >= self.warmup {
+            self.histogram
+                .saturating_record((rtt.as_nanos() as u64).max(1));
+            self.measured += 1;
+        }
+        Ok(())
+    }
+
+    /// Messages measured, the nanoseconds they took, their histogram.
+    fn result(self) -> (u64, u64, Histogram<u64>) {
+        (
+            self.measured,
+            self.start.elapsed().as_nanos() as u64,
+            self.histogram,
+        )
+    }
+}
+
 /// Writes all of `data` to a non-blocking stream, spinning on `WouldBlock`; gives up once
 /// `stop` is set.
 pub(crate) fn write_all_spinning(
@@ -73,31 +143,14 @@ pub(crate) fn socket_ping_pong(
     limit: Limit,
     warmup: u64,
 ) -> io::Result<(u64, u64, Histogram<u64>)> {
-    let mut histogram = new_histogram();
-    let mut msg: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
-    let mut back = vec![0u8; size];
-    let mut measured = 0u64;
-    let mut start = Instant::now();
-    for seq in 0.. {
-        if seq == warmup {
-            start = Instant::now();
-        }
-        if seq >= warmup {
-            let done = match limit {
-                Limit::Count(n) => measured >= n,
-                Limit::Duration(d) => start.elapsed() >= d,
-            };
-            if done {
-                break;
-            }
-        }
-        msg[0] = seq as u8;
+    let mut run = Run::new(size, limit, warmup);
+    while let Some(seq) = run.next() {
         let t0 = Instant::now();
-        write_all_spinning(stream, &msg, None)?;
+        write_all_spinning(stream, &run.msg, None)?;
         let mut got = 0;
         let mut spins = 0u32;
         while got < size {
-            match stream.read(&mut back[got..]) {
+            match stream.read(&mut run.back[got..]) {
                 Ok(0) => return Err(io::Error::other("the server closed the connection")),
                 Ok(n) => got += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -113,18 +166,9 @@ pub(crate) fn socket_ping_pong(
                 Err(e) => return Err(e),
             }
         }
-        let rtt = t0.elapsed();
-        if back != msg {
-            return Err(io::Error::other(format!(
-                "the echo of message {seq} differs"
-            )));
-        }
-        if seq >= warmup {
-            histogram.saturating_record((rtt.as_nanos() as u64).max(1));
-            measured += 1;
-        }
+        run.record(t0.elapsed()).map_err(io::Error::other)?;
     }
-    Ok((measured, start.elapsed().as_nanos() as u64, histogram))
+    Ok(run.result())
 }
 
 /// `warmup` round trips, then round trips of `size`-byte messages over a new connection to
@@ -141,28 +185,10 @@ pub(crate) fn api_ping_pong(
     let result = (|| {
         let qt = libos.connect(qd, server)?;
         libos.wait(qt, Some(DEADLINE))?.ok()?;
-        let mut histogram =
-            Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("static bounds are valid");
-        let mut msg: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
-        let mut back = vec![0u8; size];
-        let mut measured = 0u64;
-        let mut start = Instant::now();
-        for seq in 0.. {
-            if seq == warmup {
-                start = Instant::now();
-            }
-            if seq >= warmup {
-                let done = match limit {
-                    Limit::Count(n) => measured >= n,
-                    Limit::Duration(d) => start.elapsed() >= d,
-                };
-                if done {
-                    break;
-                }
-            }
-            msg[0] = seq as u8;
+        let mut run = Run::new(size, limit, warmup);
+        while let Some(seq) = run.next() {
             let t0 = Instant::now();
-            let push = libos.push(qd, libos.sga_from_slice(&msg)?)?;
+            let push = libos.push(qd, libos.sga_from_slice(&run.msg)?)?;
             let mut got = 0;
             while got < size {
                 let pop = libos.pop(qd)?;
@@ -179,22 +205,14 @@ pub(crate) fn api_ping_pong(
                         format!("more bytes came back than message {seq} had"),
                     ));
                 }
-                got += sga.copy_to(&mut back[got..]);
+                got += sga.copy_to(&mut run.back[got..]);
             }
             let rtt = t0.elapsed();
             libos.wait(push, Some(DEADLINE))?.ok()?;
-            if back != msg {
-                return Err(Error::new(
-                    ErrorKind::InvalidArgument,
-                    format!("the echo of message {seq} differs"),
-                ));
-            }
-            if seq >= warmup {
-                histogram.saturating_record((rtt.as_nanos() as u64).max(1));
-                measured += 1;
-            }
+            run.record(rtt)
+                .map_err(|e| Error::new(ErrorKind::InvalidArgument, e))?;
         }
-        Ok((measured, start.elapsed().as_nanos() as u64, histogram))
+        Ok(run.result())
     })();
     let _ = libos.close(qd);
     result
