@@ -186,13 +186,39 @@ pub fn peer_addr(fd: &OwnedFd) -> io::Result<SocketAddrV4> {
     Ok(from_sockaddr(&sa))
 }
 
-/// Sends the byte slices in order (one `sendmsg`), optionally to `to`; returns bytes sent.
+/// Sends the byte slices in order, optionally to `to`; returns bytes sent. One slice goes
+/// with `sendto`, several with `sendmsg` (which costs the kernel a copy of the message header
+/// and of the iovec array first).
 pub fn send_vectored(
     fd: &OwnedFd,
     slices: &[io::IoSlice<'_>],
     to: Option<SocketAddrV4>,
 ) -> io::Result<usize> {
     let sa = to.map(to_sockaddr);
+    if let [slice] = slices {
+        let (addr, addr_len) = match &sa {
+            Some(sa) => (
+                (sa as *const libc::sockaddr_in).cast::<libc::sockaddr>(),
+                mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            ),
+            None => (std::ptr::null(), 0),
+        };
+        // The raw system call skips libc's thread-cancellation bookkeeping around sendto,
+        // which the data path does not need (it never blocks).
+        // SAFETY: `slice` is valid for reads of its length and `addr` (null or `sa`) for
+        // `addr_len` bytes, all alive for the call; the kernel only reads them.
+        return check_size(unsafe {
+            libc::syscall(
+                libc::SYS_sendto,
+                fd.as_raw_fd(),
+                slice.as_ptr(),
+                slice.len(),
+                libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+                addr,
+                addr_len,
+            ) as isize
+        });
+    }
     // SAFETY: msghdr is plain data; all-zero is a valid value.
     let mut msg: libc::msghdr = unsafe { mem::zeroed() };
     // IoSlice is ABI-compatible with iovec (guaranteed by std on Unix).
@@ -202,8 +228,7 @@ pub fn send_vectored(
         msg.msg_name = (sa as *const libc::sockaddr_in).cast_mut().cast();
         msg.msg_namelen = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
     }
-    // The raw system call skips libc's thread-cancellation bookkeeping around sendmsg, which
-    // the data path does not need (it never blocks).
+    // The raw system call, as above.
     // SAFETY: `msg` points at `slices` and `sa`, both alive for the call; the kernel only reads.
     check_size(unsafe {
         libc::syscall(
