@@ -1,17 +1,19 @@
 //! Instructions the queue API (and, on `sim`, the user-space stack) spend per 64-byte TCP echo
 //! round trip: two LibOses driven from one thread with `poll`, so nothing spins while waiting
 //! and `valgrind --tool=callgrind` counts only the work. On `sim` the two meet on an
-//! in-process wire; on `kernel` over loopback (the kernel's share is not counted).
+//! in-process wire; on `kernel` over loopback (the kernel's share is not counted); on `shm`
+//! over a shared-memory queue (no system call at all: everything counted is the queue API and
+//! the channel).
 //!
 //! ```text
 //! cargo build --release -p bypass --example api_cost
-//! valgrind --tool=callgrind target/release/examples/api_cost 20000 [sim|kernel]
+//! valgrind --tool=callgrind target/release/examples/api_cost 20000 [sim|kernel|shm]
 //! ```
 //! Subtract a run with fewer round trips to remove the set-up.
 
 use std::net::SocketAddrV4;
 
-use bypass::{Config, LibOs, LibOsName, QToken, QValue, SocketKind};
+use bypass::{Config, LibOs, LibOsName, QDesc, QToken, QValue, SocketKind};
 
 fn drive(a: &mut LibOs, b: &mut LibOs, qt: QToken, on_a: bool) -> bypass::QResult {
     loop {
@@ -29,7 +31,47 @@ fn main() {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(20_000);
-    let kernel = std::env::args().nth(2).as_deref() == Some("kernel");
+    let mode = std::env::args().nth(2).unwrap_or_else(|| "sim".into());
+    let (mut server, mut client, s, c) = match mode.as_str() {
+        "shm" => shm_pair(),
+        "kernel" | "sim" => socket_pair(mode == "kernel"),
+        other => panic!("unknown mode {other}: use sim, kernel or shm"),
+    };
+    let msg = [7u8; 64];
+    let t0 = std::time::Instant::now();
+    for _ in 0..round_trips {
+        let out = if mode == "shm" {
+            let mut sga = client.shm_alloc(c, msg.len()).unwrap();
+            let first = sga.first_mut().expect("one segment");
+            first.as_mut_slice().copy_from_slice(&msg);
+            sga
+        } else {
+            client.sga_from_slice(&msg).unwrap()
+        };
+        let push = client.push(c, out).unwrap();
+        let spop = server.pop(s).unwrap();
+        let sga = drive(&mut server, &mut client, spop, true)
+            .into_sga()
+            .unwrap();
+        let echo = server.push(s, sga).unwrap();
+        let cpop = client.pop(c).unwrap();
+        let back = drive(&mut client, &mut server, cpop, true)
+            .into_sga()
+            .unwrap();
+        assert_eq!(back.len(), 64);
+        client.wait(push, None).unwrap();
+        server.wait(echo, None).unwrap();
+    }
+    let ns = t0.elapsed().as_nanos() as f64 / round_trips as f64;
+    println!("{round_trips} round trips, {ns:.0} ns each (one thread, both ends)");
+    if mode == "shm" {
+        let _ = client.close(c);
+        let _ = server.close(s);
+    }
+}
+
+/// A TCP connection between two LibOses: over an in-process wire, or kernel sockets on loopback.
+fn socket_pair(kernel: bool) -> (LibOs, LibOs, QDesc, QDesc) {
     let wire = format!("api-cost-{}", std::process::id());
     let config = |ip: &str| {
         if kernel {
@@ -57,25 +99,15 @@ fn main() {
     let QValue::Accepted { qd: s, .. } = drive(&mut server, &mut client, accept, true).value else {
         panic!("accept failed")
     };
-    let msg = [7u8; 64];
-    let t0 = std::time::Instant::now();
-    for _ in 0..round_trips {
-        let push = client
-            .push(c, client.sga_from_slice(&msg).unwrap())
-            .unwrap();
-        let spop = server.pop(s).unwrap();
-        let sga = drive(&mut server, &mut client, spop, true)
-            .into_sga()
-            .unwrap();
-        let echo = server.push(s, sga).unwrap();
-        let cpop = client.pop(c).unwrap();
-        let back = drive(&mut client, &mut server, cpop, true)
-            .into_sga()
-            .unwrap();
-        assert_eq!(back.len(), 64);
-        client.wait(push, None).unwrap();
-        server.wait(echo, None).unwrap();
-    }
-    let ns = t0.elapsed().as_nanos() as f64 / round_trips as f64;
-    println!("{round_trips} round trips, {ns:.0} ns each (one thread, both ends)");
+    (server, client, s, c)
+}
+
+/// A shared-memory queue between two LibOses (both ends in this process).
+fn shm_pair() -> (LibOs, LibOs, QDesc, QDesc) {
+    let name = format!("bypass-api-cost-{}", std::process::id());
+    let mut server = LibOs::new(Config::with_libos(LibOsName::Kernel)).expect("server");
+    let mut client = LibOs::new(Config::with_libos(LibOsName::Kernel)).expect("client");
+    let s = server.shm_create(&name).expect("shm_create");
+    let c = client.shm_open(&name).expect("shm_open");
+    (server, client, s, c)
 }
