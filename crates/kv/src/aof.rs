@@ -12,7 +12,8 @@
 //!
 //! Either way, a batch of writes (all the writes of one turn of the event loop, from every
 //! connection) is appended at once, and under [`FsyncPolicy::Always`] made durable with one
-//! sync before any of its replies is sent: group commit. Recovery cuts the file after the last
+//! sync before any of its replies is sent: group commit. The storage log does not block the
+//! server while a batch is on its way to the disk (see [`AppendLog`]). Recovery cuts the file after the last
 //! good record and makes the cut durable before anything new is appended, so garbage never
 //! sits between acknowledged records.
 
@@ -95,10 +96,22 @@ impl FromStr for AofFormat {
 }
 
 /// A log of write commands, as the server uses it.
+///
+/// Appending does not wait: [`AppendLog::append`] starts the batch on its way and returns its
+/// ticket (1, 2, 3, ... in append order); the batch is as durable as the policy promises, and
+/// its replies may be sent, once [`AppendLog::durable`] reaches that ticket. Tickets become
+/// durable in order.
 pub trait AppendLog {
-    /// Appends `batch` (RESP requests, back to back). When this returns `Ok`, the batch is as
-    /// durable as the policy promises, and its replies may be sent.
-    fn append(&mut self, batch: &[u8]) -> Result<()>;
+    /// Appends `batch` (RESP requests, back to back); returns its ticket.
+    fn append(&mut self, batch: &[u8]) -> Result<u64>;
+    /// Every batch up to this ticket is as durable as the policy promises (0: none yet).
+    fn durable(&self) -> u64;
+    /// Takes whatever has completed, without blocking.
+    fn poll(&mut self) -> Result<()>;
+    /// Blocks until [`AppendLog::durable`] moves forward, or returns at once if every batch
+    /// appended is durable already. With `spin` it busy-polls rather than sleeping (for a
+    /// server that busy-polls its network too: no wake-up of a halted CPU).
+    fn wait(&mut self, spin: bool) -> Result<()>;
     /// Called on every turn of the event loop: syncs when the policy says it is time.
     fn tick(&mut self, now: Instant) -> Result<()>;
     /// Makes everything appended durable (at shutdown).
@@ -130,6 +143,8 @@ pub struct FileAof {
     dirty: bool,
     last_sync: Instant,
     syncs: u64,
+    /// Batches appended (the last ticket handed out).
+    appended: u64,
 }
 
 /// Bytes read from the file per `read` during replay.
@@ -214,6 +229,7 @@ impl FileAof {
                 dirty: false,
                 last_sync: Instant::now(),
                 syncs: 0,
+                appended: 0,
             },
             replay,
         ))
@@ -238,9 +254,10 @@ impl FileAof {
 }
 
 impl AppendLog for FileAof {
-    fn append(&mut self, batch: &[u8]) -> Result<()> {
+    /// Writes (and under `always` syncs) before returning: the ticket is durable at once.
+    fn append(&mut self, batch: &[u8]) -> Result<u64> {
         if batch.is_empty() {
-            return Ok(());
+            return Ok(self.appended);
         }
         self.file.write_all(batch).map_err(|e| {
             Error::os(
@@ -255,6 +272,19 @@ impl AppendLog for FileAof {
         if self.policy == FsyncPolicy::Always {
             self.sync_now(Instant::now())?;
         }
+        self.appended += 1;
+        Ok(self.appended)
+    }
+
+    fn durable(&self) -> u64 {
+        self.appended
+    }
+
+    fn poll(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    fn wait(&mut self, _spin: bool) -> Result<()> {
         Ok(())
     }
 
@@ -302,10 +332,18 @@ const LOG_POOL_CHUNKS: usize = 4096;
 /// Room in a record beyond the largest request: the writes of one turn are appended once they
 /// pass [`crate::server::COMMIT_EARLY`], so a batch is at most that plus one request.
 const LOG_RECORD_SLACK: usize = 16 << 20;
+/// Zeroed space kept written ahead of the last record (blocks layout).
+const LOG_PREALLOCATE: u64 = 4 << 20;
 
 /// The append-only file as a [`bypass_storage::Log`]: each batch of writes is one record with
 /// a length, a sequence number and a CRC-32C, written through io_uring. Recovery stops at the
 /// first torn or corrupt record, so a batch is replayed whole or not at all.
+///
+/// Under `always` a new file gets the log's blocks layout: every batch is one O_DIRECT write
+/// with `RWF_DSYNC` into space the log has already filled with zeros, at a fresh 4 KiB block
+/// (one write and one device cache flush per batch, no journal commit). Under `everysec` and
+/// `no` a new file is packed, written through the page cache. An existing file keeps the
+/// layout it has. A batch's ticket is its record's sequence number.
 pub struct StorageLog {
     engine: Engine,
     log: Option<Log>,
@@ -313,10 +351,12 @@ pub struct StorageLog {
     last_sync: Instant,
     syncs: u64,
     path: PathBuf,
+    /// The last ticket (record sequence number) handed out.
+    appended: u64,
 }
 
 use bypass_runtime::{BufferPool, PoolConfig};
-use bypass_storage::{Engine, EngineConfig, Log, LogConfig, SyncPolicy};
+use bypass_storage::{Engine, EngineConfig, Layout, Log, LogConfig, SyncPolicy};
 
 fn storage_error(e: bypass_storage::Error, doing: String) -> Error {
     let kind = match e.errno() {
@@ -357,6 +397,12 @@ impl StorageLog {
             sync,
             max_record,
             max_pending: 1 << 16,
+            layout: if policy == FsyncPolicy::Always {
+                Layout::Blocks
+            } else {
+                Layout::Packed
+            },
+            preallocate: LOG_PREALLOCATE,
         };
         let mut commands = 0u64;
         let mut bad: Option<String> = None;
@@ -411,6 +457,7 @@ impl StorageLog {
                 last_sync: Instant::now(),
                 syncs: 0,
                 path: path.to_path_buf(),
+                appended: recovery.last_seq,
             },
             replay,
         ))
@@ -458,9 +505,9 @@ impl StorageLog {
 }
 
 impl AppendLog for StorageLog {
-    fn append(&mut self, batch: &[u8]) -> Result<()> {
+    fn append(&mut self, batch: &[u8]) -> Result<u64> {
         if batch.is_empty() {
-            return Ok(());
+            return Ok(self.appended);
         }
         let path = self.path.display().to_string();
         let seq = loop {
@@ -480,17 +527,43 @@ impl AppendLog for StorageLog {
                 }
             }
         };
-        match self.policy {
-            FsyncPolicy::Always => {
-                self.wait_until(seq)?;
-                self.syncs += 1;
-            }
-            // Written (to the page cache) before the replies leave.
-            FsyncPolicy::No => self.wait_until(seq)?,
-            // Synced within a second by `tick`.
-            FsyncPolicy::EverySec => self.process()?,
+        self.appended = seq;
+        if self.policy == FsyncPolicy::Always {
+            self.syncs += 1;
         }
-        Ok(())
+        // Hands the write to the kernel now.
+        self.process()?;
+        Ok(seq)
+    }
+
+    /// `always`: written and synced; `no`: written (to the page cache); `everysec`: at once
+    /// (synced within a second by `tick`).
+    fn durable(&self) -> u64 {
+        match self.policy {
+            FsyncPolicy::EverySec => self.appended,
+            _ => self.log.as_ref().map_or(self.appended, |l| l.durable()),
+        }
+    }
+
+    fn poll(&mut self) -> Result<()> {
+        self.process()
+    }
+
+    fn wait(&mut self, spin: bool) -> Result<()> {
+        let before = self.durable();
+        let path = self.path.display().to_string();
+        loop {
+            self.process()?;
+            if self.durable() > before || self.durable() >= self.appended {
+                return Ok(());
+            }
+            let waited = if spin {
+                self.engine.spin(None)
+            } else {
+                self.engine.wait(None)
+            };
+            waited.map_err(|e| storage_error(e, format!("io_uring failed under {path}")))?;
+        }
     }
 
     fn tick(&mut self, now: Instant) -> Result<()> {

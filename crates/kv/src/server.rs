@@ -3,10 +3,23 @@
 //! Every connection has at most one `pop` in flight. A turn of the loop takes every completion
 //! the LibOs has ([`LibOs::wait_next_n`]), feeds popped bytes to the connection's parser,
 //! executes each complete request in order and appends its reply to the connection's output.
-//! Then the writes of the whole turn go to the append-only file in one append (one sync under
-//! `fsync always`), and only after that does each connection's output leave in one `push`: a
-//! pipelined burst of requests gets its replies in one push, and no reply announces a write
-//! that is not yet as durable as promised.
+//! Then the writes of the whole turn go to the append-only file in one append (one record and
+//! one sync under `fsync always`), and each connection's output of the turn leaves in one
+//! `push` once that append is durable: a pipelined burst of requests gets its replies in one
+//! push, and no reply (not even a read's) leaves before every write appended before it is as
+//! durable as promised.
+//!
+//! # Group commit
+//!
+//! The loop does not sit idle while an append is on its way to the disk, and the disk does not
+//! sit idle while the loop sends replies. While an append is in flight the loop sleeps on the
+//! append-only file, not on the network: requests that arrive meanwhile wait in the kernel's
+//! socket buffers (or the LibOs's rings). The moment the append is durable the loop takes every
+//! request that has arrived, executes them, issues the *next* append covering all their writes,
+//! and only then sends the replies the finished append released. So one sync is in flight
+//! almost all the time under load, each covering everything that arrived during the previous
+//! one, as redis-server does with its one `fsync` per event-loop iteration, except that the
+//! replies go out while the next sync is already running.
 //!
 //! # Limits
 //!
@@ -28,7 +41,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bypass::{
-    Error, ErrorKind, LibOs, QDesc, QDescMap, QResult, QToken, QValue, Result, SocketKind,
+    Error, ErrorKind, LibOs, PollMode, QDesc, QDescMap, QResult, QToken, QValue, Result, SocketKind,
 };
 
 use crate::aof::{AofFormat, AppendLog, FileAof, FsyncPolicy, Replay, StorageLog};
@@ -120,6 +133,7 @@ enum Fed {
 
 /// One connection.
 struct Conn {
+    qd: QDesc,
     parser: Parser,
     /// Replies not yet pushed.
     out: Vec<u8>,
@@ -142,6 +156,19 @@ struct Conn {
     backlog: Vec<u8>,
     /// The peer closed its sending side: close once the backlog is served.
     peer_done: bool,
+    /// Replies waiting for an append to become durable: (ticket, bytes), in order.
+    held: VecDeque<(u64, Vec<u8>)>,
+    /// Bytes in `held`.
+    held_bytes: usize,
+    /// Listed in `Server::holding`.
+    holding: bool,
+}
+
+impl Conn {
+    /// Reply bytes queued, held or in flight.
+    fn output(&self) -> usize {
+        self.in_flight + self.held_bytes + self.out.len()
+    }
 }
 
 /// A bound server, ready to [`Server::run`].
@@ -156,6 +183,10 @@ pub struct Server {
     conns: QDescMap<Conn>,
     /// Connections with replies or state changes this turn.
     dirty: Vec<QDesc>,
+    /// Connections with held replies.
+    holding: Vec<QDesc>,
+    /// Ticket of the last append: replies produced now wait until it is durable.
+    gate: u64,
     accept: Option<QToken>,
     stats: Arc<Stats>,
     started: Instant,
@@ -240,6 +271,8 @@ impl Server {
             log: Vec::new(),
             conns: QDescMap::default(),
             dirty: Vec::new(),
+            holding: Vec::new(),
+            gate: 0,
             accept: None,
             stats,
             started,
@@ -277,6 +310,22 @@ impl Server {
         let mut batch: Vec<QResult> = Vec::with_capacity(self.limits.max_batch);
         let mut next_sweep = Instant::now() + SWEEP_PERIOD;
         while !stop.load(Ordering::Relaxed) {
+            if let Some(aof) = self.aof.as_mut().filter(|a| a.durable() < self.gate) {
+                // An append is on its way: sleep on it, then take everything that arrived
+                // meanwhile (see "Group commit" in the module docs).
+                aof.wait(libos.config().poll == PollMode::Spin)?;
+                let collect = |r: QResult| {
+                    batch.push(r);
+                    true
+                };
+                match libos.wait_next_n(self.limits.max_batch, Some(Duration::ZERO), collect) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == ErrorKind::TimedOut => {}
+                    Err(e) => return Err(e),
+                }
+                self.turn(libos, &mut batch)?;
+                continue;
+            }
             let collect = |r: QResult| {
                 batch.push(r);
                 true
@@ -299,12 +348,7 @@ impl Server {
                 Err(e) if e.kind() == ErrorKind::TimedOut => {}
                 Err(e) => return Err(e),
             }
-            let now = unix_ms();
-            for r in batch.drain(..) {
-                self.complete(libos, r, now)?;
-            }
-            self.commit()?;
-            self.flush(libos);
+            self.turn(libos, &mut batch)?;
             let tick = Instant::now();
             if tick >= next_sweep {
                 next_sweep = tick + SWEEP_PERIOD;
@@ -317,6 +361,61 @@ impl Server {
             Stats::set(&self.stats.keys, self.db.store.len() as u64);
             Stats::set(&self.stats.data_bytes, self.db.store.bytes() as u64);
             Stats::set(&self.stats.expired_keys, self.db.store.expired());
+        }
+        Ok(())
+    }
+
+    /// Handles a turn's completions, appends its writes, sends the replies whose appends are
+    /// durable and holds the others.
+    fn turn(&mut self, libos: &mut LibOs, batch: &mut Vec<QResult>) -> Result<()> {
+        let now = unix_ms();
+        for r in batch.drain(..) {
+            self.complete(libos, r, now)?;
+        }
+        // The next append is issued before the replies the last one released are sent.
+        self.commit()?;
+        self.release(libos)?;
+        self.flush(libos);
+        Ok(())
+    }
+
+    /// Sends the held replies whose appends are durable.
+    fn release(&mut self, libos: &mut LibOs) -> Result<()> {
+        if self.holding.is_empty() {
+            return Ok(());
+        }
+        let durable = match &mut self.aof {
+            Some(aof) => {
+                aof.poll()?;
+                aof.durable()
+            }
+            None => u64::MAX,
+        };
+        let holding = std::mem::take(&mut self.holding);
+        for &qd in &holding {
+            let Some(c) = self.conns.get_mut(&qd) else {
+                continue;
+            };
+            let mut result = Ok(());
+            while c.held.front().is_some_and(|(ticket, _)| *ticket <= durable) {
+                let (_, bytes) = c.held.pop_front().expect("front exists");
+                c.held_bytes -= bytes.len();
+                if result.is_ok() {
+                    result = push_output(libos, c, &self.stats, &bytes);
+                }
+            }
+            if let Err(e) = result {
+                tracing::warn!("closing {qd}: {e}");
+                self.close(libos, qd);
+                continue;
+            }
+            if c.held.is_empty() {
+                c.holding = false;
+                // Closing and reading depend on what is held: look at it again this turn.
+                self.mark(qd);
+            } else {
+                self.holding.push(qd);
+            }
         }
         Ok(())
     }
@@ -377,8 +476,7 @@ impl Server {
                     .expect("a push completed, so one was in flight");
                 debug_assert_eq!(sent, bytes, "a push completes whole");
                 c.in_flight -= sent;
-                let resume =
-                    !c.backlog.is_empty() && !c.closing && c.in_flight + c.out.len() <= max_output;
+                let resume = !c.backlog.is_empty() && !c.closing && c.output() <= max_output;
                 let backlog = if resume {
                     std::mem::take(&mut c.backlog)
                 } else {
@@ -424,6 +522,7 @@ impl Server {
     fn open(&mut self, qd: QDesc) {
         Stats::add(&self.stats.total_connections, 1);
         let mut conn = Conn {
+            qd,
             parser: Parser::new(self.limits.parser),
             out: Vec::new(),
             pushes: VecDeque::new(),
@@ -435,6 +534,9 @@ impl Server {
             marked: false,
             backlog: Vec::new(),
             peer_done: false,
+            held: VecDeque::new(),
+            held_bytes: 0,
+            holding: false,
         };
         if self.conns.len() >= self.limits.max_clients {
             Stats::add(&self.stats.rejected_connections, 1);
@@ -465,7 +567,7 @@ impl Server {
         let mut fed = Fed::All;
         let mut commands = 0;
         loop {
-            if conn.in_flight + conn.out.len() > self.limits.max_output && !input.is_empty() {
+            if conn.output() > self.limits.max_output && !input.is_empty() {
                 debug_assert!(
                     conn.backlog.is_empty(),
                     "a backlog is fed whole or kept whole"
@@ -522,7 +624,7 @@ impl Server {
             .aof
             .as_mut()
             .expect("writes are logged only with an append-only file");
-        aof.append(&self.log)?;
+        self.gate = aof.append(&self.log)?;
         Stats::add(&self.stats.aof_appends, 1);
         Stats::set(&self.stats.aof_syncs, aof.syncs());
         self.log.clear();
@@ -543,33 +645,44 @@ impl Server {
     }
 
     fn flush_one(&mut self, libos: &mut LibOs, qd: QDesc) -> Result<()> {
-        let max_push = libos.config().limits.max_push_bytes;
         let max_output = self.limits.max_output;
+        let durable = self.aof.as_ref().map_or(u64::MAX, |a| a.durable());
         let Some(c) = self.conns.get_mut(&qd) else {
             return Ok(());
         };
         c.marked = false;
         if !c.out.is_empty() {
-            for piece in c.out.chunks(max_push) {
-                let sga = libos.sga_from_slice(piece)?;
-                libos.push(qd, sga)?;
-                c.pushes.push_back(piece.len());
-                c.in_flight += piece.len();
-                Stats::add(&self.stats.output_in_flight, piece.len() as u64);
-            }
-            c.out.clear();
-            if c.out.capacity() > 1 << 20 {
-                c.out = Vec::new();
+            if self.gate > durable || !c.held.is_empty() {
+                // Wait for the append of this turn (or an earlier one still held here).
+                let out = std::mem::take(&mut c.out);
+                c.held_bytes += out.len();
+                c.held.push_back((self.gate, out));
+                if !c.holding {
+                    c.holding = true;
+                    self.holding.push(qd);
+                }
+            } else {
+                let mut out = std::mem::take(&mut c.out);
+                push_output(libos, c, &self.stats, &out)?;
+                out.clear();
+                c.out = out;
+                if c.out.capacity() > 1 << 20 {
+                    c.out = Vec::new();
+                }
             }
         }
         if c.peer_done && c.backlog.is_empty() {
             c.closing = true;
         }
         if c.closing {
-            if c.pushes.is_empty() {
+            if c.pushes.is_empty() && c.held.is_empty() {
                 self.close(libos, qd);
             }
-        } else if !c.reading && !c.peer_done && c.backlog.is_empty() && c.in_flight <= max_output {
+        } else if !c.reading
+            && !c.peer_done
+            && c.backlog.is_empty()
+            && c.in_flight + c.held_bytes <= max_output
+        {
             libos.pop(qd)?;
             c.reading = true;
         }
@@ -603,6 +716,19 @@ impl Server {
             None => Ok(()),
         }
     }
+}
+
+/// Pushes `bytes` to the connection in pieces of at most the LibOs's largest push.
+fn push_output(libos: &mut LibOs, c: &mut Conn, stats: &Stats, bytes: &[u8]) -> Result<()> {
+    let max_push = libos.config().limits.max_push_bytes;
+    for piece in bytes.chunks(max_push) {
+        let sga = libos.sga_from_slice(piece)?;
+        libos.push(c.qd, sga)?;
+        c.pushes.push_back(piece.len());
+        c.in_flight += piece.len();
+        Stats::add(&stats.output_in_flight, piece.len() as u64);
+    }
+    Ok(())
 }
 
 /// Wall-clock milliseconds since the Unix epoch (expiry times are wall-clock, as in Redis).

@@ -123,10 +123,14 @@ fn write_keys_one_by_one(s: &TestServer, range: std::ops::Range<usize>) {
 
 #[test]
 fn a_torn_tail_is_cut_and_replay_stops_cleanly_before_it() {
-    for format in FORMATS {
+    // The storage log's packed layout (what `everysec` creates) and the RESP file.
+    for (format, policy) in [
+        (AofFormat::Log, FsyncPolicy::EverySec),
+        (AofFormat::Resp, FsyncPolicy::Always),
+    ] {
         let dir = TempDir::new("torn");
         let path = dir.path("appendonly.aof");
-        let s = TestServer::start(aof(&dir, FsyncPolicy::Always, format));
+        let s = TestServer::start(aof(&dir, policy, format));
         write_keys_one_by_one(&s, 0..100);
         s.stop();
         let full = std::fs::read(&path).unwrap();
@@ -144,7 +148,7 @@ fn a_torn_tail_is_cut_and_replay_stops_cleanly_before_it() {
         // Tear the last record: drop its final 5 bytes (inside "value-99\r\n").
         std::fs::write(&path, &full[..full.len() - 5]).unwrap();
 
-        let s = TestServer::start(aof(&dir, FsyncPolicy::Always, format));
+        let s = TestServer::start(aof(&dir, policy, format));
         check_keys(&s, 0..99);
         let mut c = s.connect();
         roundtrip(&mut c, &req(&[b"EXISTS", b"k99"]), b":0\r\n");
@@ -159,11 +163,11 @@ fn a_torn_tail_is_cut_and_replay_stops_cleanly_before_it() {
         );
 
         // New writes go right after the cut and survive the next restart with the old ones.
-        let s = TestServer::start(aof(&dir, FsyncPolicy::Always, format));
+        let s = TestServer::start(aof(&dir, policy, format));
         let mut c = s.connect();
         roundtrip(&mut c, &req(&[b"SET", b"after", b"cut"]), b"+OK\r\n");
         s.stop();
-        let s = TestServer::start(aof(&dir, FsyncPolicy::Always, format));
+        let s = TestServer::start(aof(&dir, policy, format));
         check_keys(&s, 0..99);
         let mut c = s.connect();
         roundtrip(&mut c, &req(&[b"GET", b"after"]), b"$3\r\ncut\r\n");
@@ -180,7 +184,7 @@ fn a_torn_tail_is_cut_and_replay_stops_cleanly_before_it() {
         bad.extend_from_slice(b"*1\r\n$x\r\n");
         bad.extend(req(&[b"SET", b"behind", b"garbage"]));
         std::fs::write(&path, &bad).unwrap();
-        let s = TestServer::start(aof(&dir, FsyncPolicy::Always, format));
+        let s = TestServer::start(aof(&dir, policy, format));
         let mut c = s.connect();
         roundtrip(
             &mut c,
@@ -195,6 +199,96 @@ fn a_torn_tail_is_cut_and_replay_stops_cleanly_before_it() {
             "{format:?}: garbage cut off"
         );
     }
+}
+
+/// Where the log record holding `request` (the last such) starts in the file.
+fn record_start(file: &[u8], request: &[u8]) -> usize {
+    let at = file
+        .windows(request.len())
+        .rposition(|w| w == request)
+        .expect("the request is in the file");
+    at - bypass_storage_header()
+}
+
+#[test]
+fn a_torn_block_of_the_log_is_cut_and_replay_stops_cleanly_before_it() {
+    // `always` writes the storage log in blocks: a file header, then each batch at a 4 KiB
+    // boundary, then zeros prepared ahead.
+    let dir = TempDir::new("torn-blocks");
+    let path = dir.path("appendonly.aof");
+    let s = TestServer::start(aof(&dir, FsyncPolicy::Always, AofFormat::Log));
+    write_keys_one_by_one(&s, 0..100);
+    s.stop();
+    let full = std::fs::read(&path).unwrap();
+    let last = req(&[b"SET", b"k99", b"value-99"]);
+    let start = record_start(&full, &last);
+    assert_eq!(start % 4096, 0, "records start at block boundaries");
+    let end = start + bypass_storage_header() + last.len();
+    assert!(
+        full[end..].iter().all(|&b| b == 0),
+        "zeros after the last record"
+    );
+    // Tear the last record: its final 5 bytes never reached the disk.
+    let mut torn = full.clone();
+    torn[end - 5..end].fill(0);
+    std::fs::write(&path, &torn).unwrap();
+
+    let s = TestServer::start(aof(&dir, FsyncPolicy::Always, AofFormat::Log));
+    check_keys(&s, 0..99);
+    let mut c = s.connect();
+    roundtrip(&mut c, &req(&[b"EXISTS", b"k99"]), b":0\r\n");
+    let replay = s.stop().replay.unwrap();
+    assert_eq!(replay.commands, 99);
+    assert_eq!(replay.discarded, (end - 5 - start) as u64);
+    assert!(replay.stop.is_some(), "{replay:?}");
+    let cut = std::fs::read(&path).unwrap();
+    assert_eq!(
+        cut[..start],
+        full[..start],
+        "the good records are untouched"
+    );
+    assert!(
+        cut[start..].iter().all(|&b| b == 0),
+        "the torn record is gone"
+    );
+
+    // New writes go where the torn record was and survive the next restart with the old ones.
+    let s = TestServer::start(aof(&dir, FsyncPolicy::Always, AofFormat::Log));
+    let mut c = s.connect();
+    let after = req(&[b"SET", b"after", b"cut"]);
+    roundtrip(&mut c, &after, b"+OK\r\n");
+    s.stop();
+    let s = TestServer::start(aof(&dir, FsyncPolicy::Always, AofFormat::Log));
+    check_keys(&s, 0..99);
+    let mut c = s.connect();
+    roundtrip(&mut c, &req(&[b"GET", b"after"]), b"$3\r\ncut\r\n");
+    let replay = s.stop().replay.unwrap();
+    assert_eq!(
+        (replay.commands, replay.discarded, replay.stop),
+        (100, 0, None)
+    );
+    let expected = std::fs::read(&path).unwrap();
+    assert_eq!(record_start(&expected, &after), start);
+
+    // Garbage in the block where the next record would go stops replay there too, and is
+    // wiped.
+    let mut bad = expected.clone();
+    let next = start + 4096;
+    bad[next..next + 8].copy_from_slice(b"*1\r\n$x\r\n");
+    std::fs::write(&path, &bad).unwrap();
+    let s = TestServer::start(aof(&dir, FsyncPolicy::Always, AofFormat::Log));
+    let mut c = s.connect();
+    roundtrip(
+        &mut c,
+        &req(&[b"MGET", b"after", b"k98"]),
+        b"*2\r\n$3\r\ncut\r\n$8\r\nvalue-98\r\n",
+    );
+    let replay = s.stop().replay.unwrap();
+    assert_eq!(replay.commands, 100);
+    assert!(replay.stop.is_some(), "{replay:?}");
+    let wiped = std::fs::read(&path).unwrap();
+    assert_eq!(wiped[..next], expected[..next]);
+    assert!(wiped[next..].iter().all(|&b| b == 0), "garbage wiped");
 }
 
 /// Bytes of a storage-log record header (magic, length, sequence number, checksum).

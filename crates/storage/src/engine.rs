@@ -255,6 +255,15 @@ impl OpKind {
     }
 }
 
+/// How an operation's I/O is issued.
+#[derive(Clone, Copy, Debug, Default)]
+struct IoFlags {
+    /// Registered-buffer index (one segment inside the pool's region).
+    fixed: Option<u16>,
+    /// `RWF_DSYNC` on a write.
+    dsync: bool,
+}
+
 enum OpState {
     Free { next_free: Option<u32> },
     InFlight,
@@ -278,6 +287,8 @@ struct OpSlot {
     iovecs: Vec<libc::iovec>,
     /// Registered-buffer index when the operation is one segment inside the pool's region.
     fixed: Option<u16>,
+    /// A write with `RWF_DSYNC`: durable when it completes.
+    dsync: bool,
     waker: Option<Waker>,
 }
 
@@ -402,6 +413,7 @@ impl Engine {
                 generation: 0,
                 state: OpState::Free { next_free },
                 kind: OpKind::Read,
+                dsync: false,
                 file: 0,
                 offset: 0,
                 total: 0,
@@ -608,6 +620,10 @@ impl Engine {
 
     /// Writes `sga` at `offset`. The engine holds the buffers until the write completes.
     pub fn write(&mut self, file: FileId, offset: u64, sga: Sga) -> Result<OpId> {
+        self.write_with(file, offset, sga, false)
+    }
+
+    fn write_with(&mut self, file: FileId, offset: u64, sga: Sga, dsync: bool) -> Result<OpId> {
         let total = sga.len();
         let f = self.file(file)?;
         let what = || {
@@ -641,7 +657,21 @@ impl Engine {
             .map_err(|why| misaligned(&what(), &f.info.alignment, &why))?;
         }
         let fixed = self.fixed_index(&sga);
-        self.start(OpKind::Write, file, offset, total, sga, fixed)
+        self.start(
+            OpKind::Write,
+            file,
+            offset,
+            total,
+            sga,
+            IoFlags { fixed, dsync },
+        )
+    }
+
+    /// Like [`Engine::write`], with `RWF_DSYNC`: the write completes only once its data (and
+    /// the metadata needed to read it back) is durable, as if an `fdatasync` had followed it,
+    /// in one operation.
+    pub fn write_dsync(&mut self, file: FileId, offset: u64, sga: Sga) -> Result<OpId> {
+        self.write_with(file, offset, sga, true)
     }
 
     /// Reads `len` bytes at `offset` into buffers of the pool (several chunks when `len` is
@@ -702,20 +732,37 @@ impl Engine {
             .map_err(|why| misaligned(&what(), &f.info.alignment, &why))?;
         }
         let fixed = self.fixed_index(&sga);
-        self.start(OpKind::Read, file, offset, len, sga, fixed)
+        self.start(
+            OpKind::Read,
+            file,
+            offset,
+            len,
+            sga,
+            IoFlags {
+                fixed,
+                dsync: false,
+            },
+        )
     }
 
     /// Makes everything written to `file` before this call durable, metadata included.
     pub fn fsync(&mut self, file: FileId) -> Result<OpId> {
         self.file(file)?;
-        self.start(OpKind::Fsync, file, 0, 0, Sga::new(), None)
+        self.start(OpKind::Fsync, file, 0, 0, Sga::new(), IoFlags::default())
     }
 
     /// Makes everything written to `file` before this call durable, with the metadata needed
     /// to read it back (the size, not the timestamps).
     pub fn fdatasync(&mut self, file: FileId) -> Result<OpId> {
         self.file(file)?;
-        self.start(OpKind::Fdatasync, file, 0, 0, Sga::new(), None)
+        self.start(
+            OpKind::Fdatasync,
+            file,
+            0,
+            0,
+            Sga::new(),
+            IoFlags::default(),
+        )
     }
 
     /// The registered-buffer index for a one-segment I/O inside the pool's region.
@@ -741,7 +788,7 @@ impl Engine {
         offset: u64,
         total: usize,
         sga: Sga,
-        fixed: Option<u16>,
+        flags: IoFlags,
     ) -> Result<OpId> {
         let Some(slot) = self.free_op else {
             return Err(Error::new(
@@ -765,7 +812,8 @@ impl Engine {
         op.total = total;
         op.done = 0;
         op.sga = sga;
-        op.fixed = fixed;
+        op.fixed = flags.fixed;
+        op.dsync = flags.dsync;
         op.waker = None;
         let id = OpId::new(slot, op.generation);
         self.files[file.slot as usize]
@@ -821,6 +869,7 @@ impl Engine {
                     left as usize
                 );
                 let first = op.iovecs[0];
+                let rw_flags = if op.dsync { libc::RWF_DSYNC } else { 0 };
                 match (op.kind, op.fixed, op.iovecs.len()) {
                     (OpKind::Read, Some(index), 1) => {
                         self.stats.fixed_buffer_ios += 1;
@@ -832,6 +881,7 @@ impl Engine {
                         self.stats.fixed_buffer_ios += 1;
                         opcode::WriteFixed::new(fd, first.iov_base.cast(), left, index)
                             .offset(offset)
+                            .rw_flags(rw_flags)
                             .build()
                     }
                     (OpKind::Read, _, 1) => opcode::Read::new(fd, first.iov_base.cast(), left)
@@ -839,12 +889,14 @@ impl Engine {
                         .build(),
                     (OpKind::Write, _, 1) => opcode::Write::new(fd, first.iov_base.cast(), left)
                         .offset(offset)
+                        .rw_flags(rw_flags)
                         .build(),
                     (OpKind::Read, _, n) => opcode::Readv::new(fd, op.iovecs.as_ptr(), n as u32)
                         .offset(offset)
                         .build(),
                     (_, _, n) => opcode::Writev::new(fd, op.iovecs.as_ptr(), n as u32)
                         .offset(offset)
+                        .rw_flags(rw_flags)
                         .build(),
                 }
             }

@@ -24,5 +24,5 @@ pub use engine::{
     Completion, Engine, EngineConfig, EngineStats, FileId, FileInfo, OpId, OpenOptions, SqPoll,
 };
 pub use error::{Error, ErrorKind, Result};
-pub use log::{Log, LogConfig, Recovery, StopReason, SyncPolicy};
+pub use log::{Layout, Log, LogConfig, Recovery, StopReason, SyncPolicy};
 pub use sys::DioAlignment;

@@ -2,7 +2,7 @@
 //!
 //! # Record format
 //!
-//! Records are packed back to back from offset 0 of the file; every integer is little-endian.
+//! Every integer is little-endian. A record is:
 //!
 //! ```text
 //! offset  size  field
@@ -12,6 +12,26 @@
 //!     16     4  CRC-32C (Castagnoli) of bytes 4..16 followed by the payload
 //!     20     n  payload
 //! ```
+//!
+//! # File layouts
+//!
+//! A log file has one of two layouts ([`Layout`]), recognised from its first bytes when it is
+//! opened (a new or empty file gets the one [`LogConfig::layout`] names):
+//!
+//! - [`Layout::Packed`]: records back to back from offset 0, written through the page cache.
+//!   Every append grows the file, so every sync also commits the file system's journal (the
+//!   new size).
+//! - [`Layout::Blocks`]: a [`BLOCK`]-byte file header (the bytes [`FILE_MAGIC`], the rest
+//!   zero), then records, each starting at a multiple of [`BLOCK`]; the bytes between a
+//!   record's end and the next multiple of [`BLOCK`] are zero. Records are written with
+//!   O_DIRECT (through the page cache where the file system has no direct I/O), each at a
+//!   fresh block: a block holding an acknowledged record is never written
+//!   again, so a torn write can only damage the record being written. The file is kept
+//!   [`LogConfig::preallocate`] bytes ahead of the last record, filled with written zeros (not
+//!   a hole, not `fallocate`d unwritten space), so a record's write overwrites blocks the file
+//!   system has already allocated and initialised and its sync needs no journal commit. Under
+//!   [`SyncPolicy::Always`] each record is one write with `RWF_DSYNC` (write and device cache
+//!   flush in one operation) instead of a write followed by an `fdatasync`.
 //!
 //! # Durability
 //!
@@ -35,12 +55,13 @@
 //! [`Log::open`] reads the file from the start and hands every good record to a callback. It
 //! stops at the first record that is torn (the file ends inside it), has a wrong magic, an
 //! impossible length, a wrong checksum, or a sequence number other than the next one expected:
-//! nothing after that point is trusted. The file is then cut to the end of the last good record
-//! and the cut is made durable before the first new append, so a stale record beyond the cut can
-//! never reappear behind new ones. The next append continues with the next sequence number.
-//!
-//! The log file is opened without O_DIRECT: records are packed byte-wise, and durability comes
-//! from `fdatasync`.
+//! nothing after that point is trusted. In the blocks layout a block whose first four bytes are
+//! zero where a record should start is the end of the log (the preallocated zeros, or a write
+//! that never reached the disk); that is a clean end, not a [`StopReason`]. The file is then
+//! cut to the end of the last good record (in the blocks layout: to the next block boundary, so
+//! the preallocated space is written afresh) and the cut is made durable before the first new
+//! append, so a stale record beyond the cut can never reappear behind new ones. The next append
+//! continues with the next sequence number.
 //!
 //! # Example
 //!
@@ -78,6 +99,21 @@ use crate::error::{Error, ErrorKind, Result};
 pub const MAGIC: [u8; 4] = *b"BYPL";
 /// Bytes in a record header.
 pub const HEADER_LEN: usize = 20;
+/// The unit of the blocks layout: its file header's size and the alignment of every record.
+pub const BLOCK: u64 = 4096;
+/// The first bytes of a file in the blocks layout.
+pub const FILE_MAGIC: [u8; 8] = *b"BYPLBLK1";
+
+/// How records are laid out in the file. See the [module docs](self).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Layout {
+    /// Records back to back from offset 0, through the page cache.
+    #[default]
+    Packed,
+    /// A file header block, then every record at a block boundary, written with O_DIRECT into
+    /// preallocated zeroed space.
+    Blocks,
+}
 
 /// When appended records are made durable. See the [module docs](self).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,6 +135,12 @@ pub struct LogConfig {
     pub max_record: usize,
     /// Records appended but not yet acknowledged, at most.
     pub max_pending: usize,
+    /// Layout of a new (or empty) file; an existing file keeps its own.
+    pub layout: Layout,
+    /// Blocks layout: bytes of zeroed space kept written ahead of the last record (a multiple
+    /// of [`BLOCK`]; the engine's pool must have room for it). When less than half of it is
+    /// left, the next stretch is written in the background.
+    pub preallocate: u64,
 }
 
 impl Default for LogConfig {
@@ -107,6 +149,8 @@ impl Default for LogConfig {
             sync: SyncPolicy::Always,
             max_record: 1 << 20,
             max_pending: 256,
+            layout: Layout::Packed,
+            preallocate: 1 << 20,
         }
     }
 }
@@ -137,18 +181,24 @@ pub struct Recovery {
     pub last_seq: u64,
     /// File offset just past the last good record: where the next append goes.
     pub end: u64,
-    /// Bytes cut off after `end`.
+    /// Bytes cut off after `end`. In the blocks layout: up to the last non-zero byte (the
+    /// zeroed space prepared ahead is not counted, and is kept when nothing else follows).
     pub discarded: u64,
     /// Why replay stopped before the end of the file, if it did.
     pub stop: Option<StopReason>,
     /// File offset of the record that stopped replay (equals `end` when `stop` is set).
     pub stop_offset: Option<u64>,
+    /// The file's layout (what it was written in, or the configured one for a new file).
+    pub layout: Layout,
 }
 
 struct Pending {
     seq: u64,
     /// The record's write, until it completes.
     write: Option<OpId>,
+    /// Blocks layout: a record that lands in space whose zeroing is still in flight waits here
+    /// (offset and data) until that write completes.
+    staged: Option<(u64, Sga)>,
     waker: Option<Waker>,
 }
 
@@ -173,6 +223,12 @@ pub struct Log {
     flush: bool,
     /// The first write or sync error: the log refuses appends after it.
     failed: Option<Error>,
+    /// The file's layout.
+    layout: Layout,
+    /// Blocks layout: the file holds written zeros (or a zeroing write is in flight) up to here.
+    prepared_end: u64,
+    /// Blocks layout: the zeroing write in flight and the range it covers.
+    zeroing: Option<(OpId, u64, u64)>,
 }
 
 impl Log {
@@ -200,6 +256,16 @@ impl Log {
                 "log config: max_pending must be at least 1 and max_record between 1 and 4 GiB",
             ));
         }
+        if config.layout == Layout::Blocks
+            && (!config.preallocate.is_multiple_of(BLOCK) || config.preallocate == 0)
+        {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("log config: preallocate must be a positive multiple of {BLOCK} B"),
+            ));
+        }
+        // Recovery reads through the page cache (a file of the packed layout need not be
+        // block-sized); the blocks layout then reopens the file with O_DIRECT.
         let file = engine.open(path, &OpenOptions::new().direct(false).create(true))?;
         let recovery = match replay(engine, file, &config, &mut on_record) {
             Ok(r) => r,
@@ -211,15 +277,41 @@ impl Log {
         if recovery.discarded > 0 {
             engine.set_len(file, recovery.end)?;
         }
-        // Make the cut (and the file's existence) durable before any new record is written.
-        let op = engine.fsync(file)?;
-        engine.wait_for(op)?;
-        sync_parent_dir(path)?;
-        let log = Log {
+        // Blocks layout: zeros after the end are kept as prepared space.
+        let prepared_end = engine.len(file)? / BLOCK * BLOCK;
+        let file = if recovery.layout == Layout::Blocks {
+            if recovery.end == 0 {
+                // A new file: its header block first.
+                let mut header = vec![0u8; BLOCK as usize];
+                header[..FILE_MAGIC.len()].copy_from_slice(&FILE_MAGIC);
+                let sga = Sga::copy_from(engine.pool(), &header).ok_or_else(|| {
+                    Error::new(ErrorKind::Busy, "no pool buffer for the log's file header")
+                })?;
+                let op = engine.write(file, 0, sga)?;
+                engine.wait_for(op)?;
+            }
+            engine.close(file)?;
+            match engine.open(path, &OpenOptions::new().direct(true).create(false)) {
+                // A file system without direct I/O (some tmpfs): the same layout through the
+                // page cache.
+                Err(e) if e.kind() == ErrorKind::Unsupported => {
+                    engine.open(path, &OpenOptions::new().direct(false).create(false))?
+                }
+                other => other?,
+            }
+        } else {
+            file
+        };
+        let end = recovery.end.max(if recovery.layout == Layout::Blocks {
+            BLOCK
+        } else {
+            0
+        });
+        let mut log = Log {
             file,
             path: path.to_path_buf(),
             next_seq: recovery.last_seq + 1,
-            next_offset: recovery.end,
+            next_offset: end,
             pending: VecDeque::with_capacity(config.max_pending),
             written: recovery.last_seq,
             sync: None,
@@ -227,8 +319,22 @@ impl Log {
             durable: recovery.last_seq,
             flush: false,
             failed: None,
+            layout: recovery.layout,
+            prepared_end: prepared_end.max(end),
+            zeroing: None,
             config,
         };
+        if log.layout == Layout::Blocks {
+            // The first stretch of zeroed space, made durable with the cut below.
+            log.prepare(engine)?;
+            if let Some((op, _, _)) = log.zeroing.take() {
+                engine.wait_for(op)?;
+            }
+        }
+        // Make the cut (and the file's existence) durable before any new record is written.
+        let op = engine.fsync(file)?;
+        engine.wait_for(op)?;
+        sync_parent_dir(path)?;
         Ok((log, recovery))
     }
 
@@ -267,18 +373,84 @@ impl Log {
         crc.update(payload);
         header[16..20].copy_from_slice(&crc.value().to_le_bytes());
 
-        let sga = copy_record(engine, &header, payload)?;
+        let pad_to = match self.layout {
+            Layout::Packed => 1,
+            Layout::Blocks => BLOCK as usize,
+        };
+        let sga = copy_record(engine, &header, payload, pad_to)?;
         let len = sga.len() as u64;
-        debug_assert_eq!(len, (HEADER_LEN + payload.len()) as u64);
-        let op = engine.write(self.file, self.next_offset, sga)?;
+        debug_assert_eq!(
+            len,
+            (HEADER_LEN + payload.len()).next_multiple_of(pad_to) as u64
+        );
+        let at = self.next_offset;
+        let (write, staged) = match self.zeroing {
+            // Zeros are still being written where this record goes: it waits for them.
+            Some((_, from, _)) if at + len > from => (None, Some((at, sga))),
+            _ => (Some(self.issue_write(engine, at, sga)?), None),
+        };
         self.pending.push_back(Pending {
             seq,
-            write: Some(op),
+            write,
+            staged,
             waker: None,
         });
         self.next_seq += 1;
         self.next_offset += len;
+        if self.layout == Layout::Blocks {
+            // A record beyond the prepared space extends the file itself.
+            self.prepared_end = self.prepared_end.max(self.next_offset);
+            self.prepare(engine)?;
+        }
         Ok(seq)
+    }
+
+    /// Writes one record: in the blocks layout under `Always` with `RWF_DSYNC`, so it is
+    /// durable when the write completes.
+    fn issue_write(&mut self, engine: &mut Engine, at: u64, sga: Sga) -> Result<OpId> {
+        if self.dsync_writes() {
+            engine.write_dsync(self.file, at, sga)
+        } else {
+            engine.write(self.file, at, sga)
+        }
+    }
+
+    /// Whether every record write carries its own sync.
+    fn dsync_writes(&self) -> bool {
+        self.layout == Layout::Blocks && self.config.sync == SyncPolicy::Always
+    }
+
+    /// Blocks layout: starts writing the next stretch of zeros once less than half of
+    /// `preallocate` is left ahead of the next record (one stretch in flight at a time).
+    fn prepare(&mut self, engine: &mut Engine) -> Result<()> {
+        if self.zeroing.is_some()
+            || self.prepared_end - self.next_offset >= self.config.preallocate / 2
+        {
+            return Ok(());
+        }
+        let from = self.prepared_end;
+        let len = self.config.preallocate;
+        let pool = engine.pool();
+        let cap = pool.data_capacity();
+        let need = (len as usize).div_ceil(cap);
+        if pool.available() < need {
+            // Try again on a later append; records beyond the prepared space still work, they
+            // just extend the file themselves.
+            return Ok(());
+        }
+        let mut sga = Sga::new();
+        let mut left = len as usize;
+        while left > 0 {
+            let n = left.min(cap);
+            let mut buf = pool.alloc().expect("availability checked");
+            buf.append(n).fill(0);
+            sga.push(buf);
+            left -= n;
+        }
+        let op = engine.write(self.file, from, sga)?;
+        self.zeroing = Some((op, from, from + len));
+        self.prepared_end = from + len;
+        Ok(())
     }
 
     /// Asks for a sync of every written record now, whatever the policy (for the tail of an
@@ -307,6 +479,20 @@ impl Log {
     }
 
     fn advance(&mut self, engine: &mut Engine) -> Result<()> {
+        if let Some((op, _, _)) = self.zeroing {
+            if let Some(done) = engine.take(op).transpose() {
+                self.zeroing = None;
+                done?;
+                // The zeros are down: the records that waited for them go now.
+                for i in 0..self.pending.len() {
+                    if let Some((at, sga)) = self.pending[i].staged.take() {
+                        let op = self.issue_write(engine, at, sga)?;
+                        self.pending[i].write = Some(op);
+                    }
+                }
+                self.prepare(engine)?;
+            }
+        }
         let mut first_error = None;
         for p in self.pending.iter_mut() {
             if let Some(op) = p.write {
@@ -329,10 +515,15 @@ impl Log {
             if p.seq <= self.written {
                 continue;
             }
-            if p.write.is_some() {
+            if p.write.is_some() || p.staged.is_some() {
                 break;
             }
             self.written = p.seq;
+        }
+        if self.dsync_writes() {
+            // Each write carried its own sync.
+            self.durable = self.written;
+            self.sync_requested = self.written;
         }
         if let Some((op, covers)) = self.sync {
             match engine.take(op) {
@@ -486,6 +677,12 @@ impl Log {
                     _ => self.sync = None,
                 }
             }
+            if let Some((op, _, _)) = self.zeroing {
+                match engine.take(op) {
+                    Ok(None) => busy = true,
+                    _ => self.zeroing = None,
+                }
+            }
             if !busy {
                 return Ok(());
             }
@@ -501,11 +698,13 @@ fn failed(e: &Error) -> Error {
     )
 }
 
-/// Header and payload copied into pool buffers, packed.
-fn copy_record(engine: &Engine, header: &[u8], payload: &[u8]) -> Result<Sga> {
+/// Header and payload copied into pool buffers, packed, then zeros up to a multiple of
+/// `pad_to` bytes.
+fn copy_record(engine: &Engine, header: &[u8], payload: &[u8], pad_to: usize) -> Result<Sga> {
     let pool = engine.pool();
     let cap = pool.data_capacity();
-    let need = (HEADER_LEN + payload.len()).div_ceil(cap);
+    let total = (HEADER_LEN + payload.len()).next_multiple_of(pad_to);
+    let need = total.div_ceil(cap);
     if pool.available() < need {
         return Err(Error::new(
             ErrorKind::Busy,
@@ -527,6 +726,21 @@ fn copy_record(engine: &Engine, header: &[u8], payload: &[u8]) -> Result<Sga> {
     sga.push(first);
     for piece in rest.chunks(cap) {
         sga.push(pool.alloc_copy(piece).expect("availability checked"));
+    }
+    let mut pad = total - sga.len();
+    while pad > 0 {
+        let room = sga.segments().last().map_or(0, |b| b.tailroom());
+        if room == 0 {
+            sga.push(pool.alloc().expect("availability checked"));
+            continue;
+        }
+        let n = pad.min(room);
+        sga.segments_mut()
+            .last()
+            .expect("a segment exists")
+            .append(n)
+            .fill(0);
+        pad -= n;
     }
     Ok(sga)
 }
@@ -599,6 +813,19 @@ impl Reader {
     fn bytes(&self, range: std::ops::Range<usize>) -> &[u8] {
         &self.window[self.at + range.start..self.at + range.end]
     }
+
+    /// Moves the parse position forward to file offset `to`.
+    fn skip_to(&mut self, to: u64) {
+        debug_assert!(to >= self.offset());
+        if to <= self.window_start + self.window.len() as u64 {
+            self.at = (to - self.window_start) as usize;
+        } else {
+            self.window.clear();
+            self.window_start = to;
+            self.read_to = to;
+            self.at = 0;
+        }
+    }
 }
 
 /// Reads the log from the start; returns where its good part ends.
@@ -625,8 +852,33 @@ fn replay(
         discarded: 0,
         stop: None,
         stop_offset: None,
+        layout: config.layout,
     };
+    // The layout: the file's first bytes say, or the configuration for a new file.
+    let known = r.fill(engine, FILE_MAGIC.len())?;
+    if known && r.bytes(0..FILE_MAGIC.len()) == FILE_MAGIC {
+        rec.layout = Layout::Blocks;
+    } else if known && r.bytes(0..MAGIC.len()) == MAGIC {
+        rec.layout = Layout::Packed;
+    }
+    if rec.layout == Layout::Blocks {
+        if !known || r.bytes(0..FILE_MAGIC.len()) != FILE_MAGIC {
+            // Empty, or a file header that never reached the disk (the file then holds no
+            // acknowledged record): start afresh.
+            rec.discarded = r.file_len;
+            return Ok(rec);
+        }
+        r.skip_to(BLOCK);
+        rec.end = BLOCK;
+    }
     loop {
+        if rec.layout == Layout::Blocks
+            && r.fill(engine, MAGIC.len())?
+            && r.bytes(0..MAGIC.len()) == [0u8; 4]
+        {
+            // Zeroed space where the next record would start: the end of the log.
+            break;
+        }
         if !r.fill(engine, HEADER_LEN)? {
             if r.available() > 0 {
                 rec.stop = Some(StopReason::TornHeader);
@@ -668,12 +920,41 @@ fn replay(
         rec.records += 1;
         rec.last_seq = seq;
         r.at += HEADER_LEN + len;
+        if rec.layout == Layout::Blocks {
+            // The next record starts at the next block; the padding is not read.
+            let next = r.offset().next_multiple_of(BLOCK);
+            r.skip_to(next);
+        }
         rec.end = r.offset();
     }
     if rec.stop.is_some() {
         rec.stop_offset = Some(rec.end);
     }
-    assert!(rec.end <= r.file_len, "recovered past the end of the file");
+    if rec.end > r.file_len {
+        // The file ends inside the padding of its last record (only a file cut by hand does):
+        // the next record goes at the block boundary all the same.
+        debug_assert_eq!(rec.layout, Layout::Blocks);
+        engine.set_len(file, rec.end)?;
+        r.file_len = rec.end;
+    }
     rec.discarded = r.file_len - rec.end;
+    if rec.layout == Layout::Blocks {
+        // Zeros after the end are the space prepared ahead (kept); only data counts as cut.
+        let mut data_end = rec.end;
+        loop {
+            let have = r.available();
+            if have == 0 {
+                if !r.fill(engine, 1)? {
+                    break;
+                }
+                continue;
+            }
+            if let Some(i) = r.bytes(0..have).iter().rposition(|&b| b != 0) {
+                data_end = r.offset() + i as u64 + 1;
+            }
+            r.at += have;
+        }
+        rec.discarded = data_end - rec.end;
+    }
     Ok(rec)
 }

@@ -148,6 +148,37 @@ fn random_extents_read_back_with_sqpoll() {
 }
 
 #[test]
+fn dsync_writes_complete_whole_and_read_back_direct_and_buffered() {
+    let dir = TempDir::new("dsync");
+    for direct in [true, false] {
+        let path = dir.join(if direct { "direct" } else { "buffered" });
+        let mut e = engine(8, &EngineConfig::default());
+        let f = e
+            .open(&path, &OpenOptions::new().direct(direct).create(true))
+            .unwrap();
+        // One chunk and a vectored two-chunk write, both with RWF_DSYNC.
+        let a: Vec<u8> = (0..4096u32).map(|i| (i % 253) as u8).collect();
+        let b: Vec<u8> = (0..(64 << 10) + 4096u32).map(|i| (i % 241) as u8).collect();
+        let wa = e
+            .write_dsync(f, 0, Sga::copy_from(e.pool(), &a).unwrap())
+            .unwrap();
+        let wb = e
+            .write_dsync(f, 4096, Sga::copy_from(e.pool(), &b).unwrap())
+            .unwrap();
+        let done = wait_all(&mut e, &[wa, wb]);
+        assert!(matches!(done[0], Completion::Write(4096)), "{:?}", done[0]);
+        assert!(
+            matches!(done[1], Completion::Write(n) if n == b.len()),
+            "{:?}",
+            done[1]
+        );
+        assert_eq!(read_bytes(&mut e, f, 0, 4096), a);
+        assert_eq!(read_bytes(&mut e, f, 4096, b.len()), b);
+        e.close(f).unwrap();
+    }
+}
+
+#[test]
 fn a_read_past_the_end_returns_the_bytes_that_exist() {
     let dir = TempDir::new("eof");
     let path = dir.join("short");

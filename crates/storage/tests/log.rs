@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bypass_storage::{
-    log, Engine, EngineConfig, ErrorKind, Log, LogConfig, StopReason, SyncPolicy,
+    log, Engine, EngineConfig, ErrorKind, Layout, Log, LogConfig, StopReason, SyncPolicy,
 };
 use common::{engine, Rng, TempDir, TinyFs};
 
@@ -28,8 +28,13 @@ fn payload(seq: u64) -> Vec<u8> {
 }
 
 fn config(sync: SyncPolicy) -> LogConfig {
+    config_in(sync, Layout::Packed)
+}
+
+fn config_in(sync: SyncPolicy, layout: Layout) -> LogConfig {
     LogConfig {
         sync,
+        layout,
         ..LogConfig::default()
     }
 }
@@ -40,12 +45,32 @@ fn reopen(
     path: &Path,
     sync: SyncPolicy,
 ) -> (Log, log::Recovery, Vec<(u64, Vec<u8>)>) {
+    reopen_in(e, path, sync, Layout::Packed)
+}
+
+/// Opens the log (a new file in `layout`) and returns the replayed records.
+fn reopen_in(
+    e: &mut Engine,
+    path: &Path,
+    sync: SyncPolicy,
+    layout: Layout,
+) -> (Log, log::Recovery, Vec<(u64, Vec<u8>)>) {
     let mut records = Vec::new();
-    let (log, rec) = Log::open(e, path, config(sync), |seq, data| {
+    let (log, rec) = Log::open(e, path, config_in(sync, layout), |seq, data| {
         records.push((seq, data.to_vec()))
     })
     .expect("open log");
     (log, rec, records)
+}
+
+/// Checks that everything in the file after `end` is zero (no stale record can come back).
+fn zero_after(path: &Path, end: u64) {
+    let bytes = std::fs::read(path).unwrap();
+    assert!(bytes.len() as u64 >= end);
+    assert!(
+        bytes[end as usize..].iter().all(|&b| b == 0),
+        "the file holds non-zero bytes after the end of the log at {end}"
+    );
 }
 
 fn check_records(records: &[(u64, Vec<u8>)], count: u64) {
@@ -309,17 +334,205 @@ fn a_failed_write_fails_the_log_until_it_is_reopened() {
     log2.close(&mut e).unwrap();
 }
 
+// ---- the blocks layout ------------------------------------------------------------------
+
+/// Padded size of record `seq` in the blocks layout.
+fn block_len(seq: u64) -> u64 {
+    ((log::HEADER_LEN + payload(seq).len()) as u64).next_multiple_of(log::BLOCK)
+}
+
+#[test]
+fn blocks_layout_round_trips_under_every_policy_with_space_prepared_ahead() {
+    for sync in [SyncPolicy::Always, SyncPolicy::EveryN(5), SyncPolicy::Never] {
+        let dir = TempDir::new("blocks-roundtrip");
+        let path = dir.join("log");
+        let mut e = engine(64, &EngineConfig::default());
+        let (mut log, rec, records) = reopen_in(&mut e, &path, sync, Layout::Blocks);
+        assert_eq!(rec.layout, Layout::Blocks);
+        assert!(records.is_empty());
+        // The file header block, then zeros prepared ahead.
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(&bytes[..8], &log::FILE_MAGIC);
+        assert_eq!(
+            bytes.len() as u64,
+            log::BLOCK + LogConfig::default().preallocate
+        );
+        zero_after(&path, 8);
+        append_range(&mut e, &mut log, 1, 60);
+        let end = log.end_offset();
+        assert_eq!(end, log::BLOCK + (1..=60).map(block_len).sum::<u64>());
+        log.close(&mut e).unwrap();
+        // Preallocation kept ahead of the records.
+        assert!(std::fs::metadata(&path).unwrap().len() > end);
+        zero_after(&path, end);
+
+        // The configured layout does not matter for an existing file.
+        let (mut log, rec, records) = reopen_in(&mut e, &path, sync, Layout::Packed);
+        assert_eq!(rec.layout, Layout::Blocks, "{sync:?}");
+        assert_eq!((rec.records, rec.last_seq, rec.end), (60, 60, end));
+        assert_eq!(rec.stop, None, "zeroed space is a clean end");
+        check_records(&records, 60);
+        append_range(&mut e, &mut log, 61, 70);
+        log.close(&mut e).unwrap();
+        let (log, rec, records) = reopen_in(&mut e, &path, sync, Layout::Blocks);
+        assert_eq!(rec.stop, None);
+        check_records(&records, 70);
+        log.close(&mut e).unwrap();
+    }
+}
+
+#[test]
+fn a_packed_file_stays_packed_when_blocks_are_configured() {
+    let dir = TempDir::new("blocks-packed");
+    let path = dir.join("log");
+    let mut e = engine(64, &EngineConfig::default());
+    let (mut log, _, _) = reopen(&mut e, &path, SyncPolicy::Always);
+    append_range(&mut e, &mut log, 1, 10);
+    log.close(&mut e).unwrap();
+    let (mut log, rec, records) = reopen_in(&mut e, &path, SyncPolicy::Always, Layout::Blocks);
+    assert_eq!(rec.layout, Layout::Packed);
+    check_records(&records, 10);
+    append_range(&mut e, &mut log, 11, 12);
+    log.close(&mut e).unwrap();
+    let (log, _, records) = reopen(&mut e, &path, SyncPolicy::Always);
+    check_records(&records, 12);
+    log.close(&mut e).unwrap();
+}
+
+/// Blocks layout: writes records 1..=20 and returns where each starts (plus the end).
+fn twenty_blocks(dir: &TempDir) -> (std::path::PathBuf, Vec<u64>) {
+    let path = dir.join("log");
+    let mut e = engine(64, &EngineConfig::default());
+    let (mut log, _, _) = reopen_in(&mut e, &path, SyncPolicy::Always, Layout::Blocks);
+    let mut starts = vec![log.end_offset()];
+    for seq in 1..=20 {
+        log.append(&mut e, &payload(seq)).unwrap();
+        starts.push(log.end_offset());
+        log.wait_durable(&mut e, seq).unwrap();
+    }
+    log.close(&mut e).unwrap();
+    (path, starts)
+}
+
+/// Damages a blocks-layout log, reopens it, and checks that exactly `good` records survive,
+/// that nothing but zeros follows them, and that appends continue the sequence.
+fn recover_blocks_after(damage: impl FnOnce(&Path, &[u64]), good: u64, reason: Option<StopReason>) {
+    let dir = TempDir::new("blocks-damage");
+    let (path, starts) = twenty_blocks(&dir);
+    damage(&path, &starts);
+    let mut e = engine(64, &EngineConfig::default());
+    let (mut log, rec, records) = reopen_in(&mut e, &path, SyncPolicy::Always, Layout::Blocks);
+    assert_eq!(rec.stop, reason);
+    assert_eq!(rec.records, good);
+    assert_eq!(rec.end, starts[good as usize]);
+    check_records(&records, good);
+    zero_after(&path, rec.end);
+    assert_eq!(log.next_seq(), good + 1);
+    append_range(&mut e, &mut log, good + 1, good + 3);
+    log.close(&mut e).unwrap();
+    let (log, rec, records) = reopen_in(&mut e, &path, SyncPolicy::Always, Layout::Blocks);
+    assert_eq!(rec.stop, None);
+    check_records(&records, good + 3);
+    log.close(&mut e).unwrap();
+}
+
+#[test]
+fn blocks_recovery_stops_at_a_flipped_payload_byte() {
+    recover_blocks_after(
+        |p, starts| edit(p, |b| b[starts[7] as usize + log::HEADER_LEN + 1] ^= 0x40),
+        7,
+        Some(StopReason::BadChecksum),
+    );
+}
+
+#[test]
+fn blocks_recovery_stops_at_a_torn_payload() {
+    recover_blocks_after(
+        |p, starts| edit(p, |b| b.truncate(starts[19] as usize + log::HEADER_LEN + 1)),
+        19,
+        Some(StopReason::TornPayload),
+    );
+}
+
+#[test]
+fn blocks_recovery_ends_cleanly_at_a_block_that_never_reached_the_disk() {
+    // Record 18 spans many blocks; only its first is lost (a torn multi-block write): the log
+    // ends before it, and its surviving blocks (and records 19, 20) are wiped, not replayed.
+    recover_blocks_after(
+        |p, starts| {
+            edit(p, |b| {
+                let at = starts[17] as usize;
+                b[at..at + log::BLOCK as usize].fill(0);
+            })
+        },
+        17,
+        None,
+    );
+}
+
+#[test]
+fn blocks_recovery_stops_at_garbage_and_at_a_stale_record() {
+    recover_blocks_after(
+        |p, starts| {
+            edit(p, |b| {
+                b[starts[5] as usize..starts[5] as usize + 4].copy_from_slice(b"junk")
+            })
+        },
+        5,
+        Some(StopReason::BadMagic),
+    );
+    // A well-formed copy of record 3 where record 21 would go.
+    recover_blocks_after(
+        |p, starts| {
+            edit(p, |b| {
+                let r3 = b[starts[2] as usize..starts[3] as usize].to_vec();
+                let at = starts[20] as usize;
+                b[at..at + r3.len()].copy_from_slice(&r3);
+            })
+        },
+        20,
+        Some(StopReason::SequenceGap {
+            expected: 21,
+            found: 3,
+        }),
+    );
+}
+
+#[test]
+fn blocks_layout_keeps_appending_across_many_preallocated_stretches() {
+    // 64 KiB stretches: the records below cross dozens of them, some while zeros are still
+    // being written where they go.
+    let dir = TempDir::new("blocks-stretch");
+    let path = dir.join("log");
+    let mut e = engine(64, &EngineConfig::default());
+    let config = LogConfig {
+        preallocate: 64 << 10,
+        ..config_in(SyncPolicy::Always, Layout::Blocks)
+    };
+    let (mut log, _) = Log::open(&mut e, &path, config.clone(), |_, _| {}).unwrap();
+    append_range(&mut e, &mut log, 1, 300);
+    log.close(&mut e).unwrap();
+    let mut records = Vec::new();
+    let (log, rec) = Log::open(&mut e, &path, config, |seq, data| {
+        records.push((seq, data.to_vec()))
+    })
+    .unwrap();
+    assert_eq!(rec.stop, None);
+    check_records(&records, 300);
+    log.close(&mut e).unwrap();
+}
+
 // ---- crash test: a writer process killed at random points -------------------------------
 
 const CHILD_ENV: &str = "BYPASS_LOG_WRITER";
 
 /// The writer: opens the log (recovering it), appends records forever, and prints the number
 /// of each record as soon as it is acknowledged. Runs until it is killed.
-fn writer(path: &Path, sync: SyncPolicy) -> ! {
+fn writer(path: &Path, sync: SyncPolicy, layout: Layout) -> ! {
     use std::io::Write;
     let mut e = engine(64, &EngineConfig::default());
     let (mut log, rec) =
-        Log::open(&mut e, path, config(sync), |_, _| {}).expect("writer opens the log");
+        Log::open(&mut e, path, config_in(sync, layout), |_, _| {}).expect("writer opens the log");
     let mut out = std::io::stdout().lock();
     writeln!(out, "start {}", rec.last_seq).unwrap();
     out.flush().unwrap();
@@ -348,13 +561,19 @@ fn writer(path: &Path, sync: SyncPolicy) -> ! {
 #[test]
 fn acknowledged_records_survive_sigkill_at_random_points() {
     if let Ok(spec) = std::env::var(CHILD_ENV) {
-        let (policy, path) = spec.split_once(':').expect("policy:path");
+        let (policy, rest) = spec.split_once(':').expect("policy:layout:path");
+        let (layout, path) = rest.split_once(':').expect("policy:layout:path");
         let sync = match policy {
             "always" => SyncPolicy::Always,
             "every4" => SyncPolicy::EveryN(4),
             _ => SyncPolicy::Never,
         };
-        writer(Path::new(path), sync);
+        let layout = if layout == "blocks" {
+            Layout::Blocks
+        } else {
+            Layout::Packed
+        };
+        writer(Path::new(path), sync, layout);
     }
     let iterations: u64 = if std::env::var_os("BYPASS_LONG").is_some() {
         500
@@ -362,12 +581,14 @@ fn acknowledged_records_survive_sigkill_at_random_points() {
         50
     };
     let dir = TempDir::new("crash");
-    let path = dir.join("log");
     let exe = std::env::current_exe().unwrap();
     let mut rng = Rng::new(0xC0FFEE);
     let (mut total_acked, mut torn, mut progressed) = (0u64, 0u64, 0u64);
     for i in 0..iterations {
         let policy = ["always", "every4", "never"][(i % 3) as usize];
+        // Two logs, one per layout, each killed and recovered over and over.
+        let layout = ["packed", "blocks"][(i / 3 % 2) as usize];
+        let path = dir.join(layout);
         let mut child = Command::new(&exe)
             .args([
                 "--exact",
@@ -375,7 +596,7 @@ fn acknowledged_records_survive_sigkill_at_random_points() {
                 "--nocapture",
                 "--test-threads=1",
             ])
-            .env(CHILD_ENV, format!("{policy}:{}", path.display()))
+            .env(CHILD_ENV, format!("{policy}:{layout}:{}", path.display()))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -427,7 +648,7 @@ fn acknowledged_records_survive_sigkill_at_random_points() {
         assert!(
             rec.last_seq >= acked,
             "iteration {i} ({policy}): record {acked} was acknowledged but only {} recovered \
-             (stop: {:?})",
+             (stop: {:?}, {layout})",
             rec.last_seq,
             rec.stop
         );
@@ -437,7 +658,12 @@ fn acknowledged_records_survive_sigkill_at_random_points() {
                 "iteration {i}: recovered records went missing"
             );
         }
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), rec.end);
+        if layout == "packed" {
+            assert_eq!(std::fs::metadata(&path).unwrap().len(), rec.end);
+        } else {
+            assert_eq!(rec.layout, Layout::Blocks);
+            zero_after(&path, rec.end);
+        }
         total_acked = total_acked.max(acked);
         if rec.stop.is_some() {
             torn += 1;
