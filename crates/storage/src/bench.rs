@@ -7,6 +7,7 @@
 //! |---|---|
 //! | `bypass` | the [`Engine`], O_DIRECT, registered file, no fixed buffers; sleeps in the kernel for completions ([`Engine::wait`]) |
 //! | `bypass+fixed` | the same with the pool registered as fixed buffers |
+//! | `bypass+fixed+batched` | the same with [`EngineConfig::eager_submit`] off: the reads requeued after a wake-up go to the kernel together, in the next wait's `io_uring_enter` |
 //! | `bypass+spin` | fixed buffers, busy-polling the completion queue ([`Engine::spin`]), as a LibOs in spin mode does |
 //! | `bypass+sqpoll` | fixed buffers, a kernel SQPOLL thread on [`BenchOptions::sqpoll_cpu`], busy-polling the completion queue |
 //! | `fio psync` | fio `--ioengine=psync` (queue depth 1 only: it has no queue) |
@@ -25,11 +26,13 @@
 //! most of the work of issuing the request (it is `slat`, ~15 µs here); it is kept in
 //! [`BenchRow::fio_clat_p50_us`] for reference, not compared.
 //!
-//! Waiting is like fio's too: at every depth our sleeping rows make one `io_uring_enter` per
-//! wake-up that both submits what is queued and waits for at least one completion (fio makes
-//! two: one to submit, one to wait); the spinning rows make one to submit (none under SQPOLL)
-//! and read the completion queue without system calls. [`BenchRow::enters_per_io`] counts
-//! ours.
+//! Submission and waiting are like fio's too. Every row but `+batched` submits each read the
+//! moment it is requeued while others are at the device ([`EngineConfig::eager_submit`], as
+//! fio's io_uring engine does with its default `iodepth_batch_submit=1`); a read queued when
+//! none is in flight (at depth 1, always) goes with the wait. The sleeping rows wait in an
+//! `io_uring_enter` that both submits what is queued and waits for at least one completion
+//! (fio makes two calls: one to submit, one to wait); the spinning rows read the completion
+//! queue without system calls. [`BenchRow::enters_per_io`] counts ours.
 //!
 //! CPU time per I/O: for us the process's user+system time (which includes the kernel's
 //! io_uring worker and SQPOLL threads, as they are threads of this process) divided by the
@@ -250,6 +253,11 @@ fn run(opts: &BenchOptions) -> Result<BenchReport> {
         ..EngineConfig::default()
     };
     let fixed = EngineConfig::default();
+    // Submissions batched until the next wait: what eager submission is measured against.
+    let batched = EngineConfig {
+        eager_submit: false,
+        ..EngineConfig::default()
+    };
     let sqpoll = opts.sqpoll_cpu.map(|cpu| EngineConfig {
         sqpoll: Some(SqPoll {
             cpu: Some(cpu),
@@ -260,6 +268,7 @@ fn run(opts: &BenchOptions) -> Result<BenchReport> {
     let mut ours: Vec<(&str, EngineConfig, Wait)> = vec![
         ("bypass", plain, Wait::Sleep),
         ("bypass+fixed", fixed.clone(), Wait::Sleep),
+        ("bypass+fixed+batched", batched, Wait::Sleep),
         ("bypass+spin", fixed, Wait::Spin),
     ];
     match sqpoll {
