@@ -254,12 +254,16 @@ fn misaligned_direct_requests_are_rejected_before_submission() {
 }
 
 #[test]
-fn one_poll_submits_everything_queued_with_one_system_call() {
+fn without_eager_submit_one_poll_submits_everything_queued_with_one_system_call() {
     let dir = TempDir::new("batch");
     let path = dir.join("f");
     let data: Vec<u8> = (0..(32 * 4096u32)).map(|i| (i / 4096) as u8).collect();
     std::fs::write(&path, &data).unwrap();
-    let mut e = engine(64, &EngineConfig::default());
+    let batched = EngineConfig {
+        eager_submit: false,
+        ..EngineConfig::default()
+    };
+    let mut e = engine(64, &batched);
     let f = e.open(&path, &OpenOptions::new()).unwrap();
     let before = e.stats().enter_calls;
     let ops: Vec<OpId> = (0..32)
@@ -273,6 +277,43 @@ fn one_poll_submits_everything_queued_with_one_system_call() {
     e.poll().unwrap();
     assert_eq!(e.stats().enter_calls, before + 1, "one submit for 32 reads");
     for (i, op) in ops.into_iter().enumerate() {
+        let Completion::Read(sga) = e.wait_for(op).unwrap() else {
+            panic!("not a read")
+        };
+        assert_eq!(sga.to_vec(), vec![i as u8; 4096]);
+    }
+}
+
+#[test]
+fn eager_submit_sends_an_operation_at_once_only_while_others_are_in_flight() {
+    let dir = TempDir::new("eager");
+    let path = dir.join("f");
+    let data: Vec<u8> = (0..(8 * 4096u32)).map(|i| (i / 4096) as u8).collect();
+    std::fs::write(&path, &data).unwrap();
+    let mut e = engine(64, &EngineConfig::default());
+    let f = e.open(&path, &OpenOptions::new()).unwrap();
+    let before = e.stats().enter_calls;
+    // Alone: it waits for the poll (or wait) that submits it.
+    let first = e.read(f, 0, 4096).unwrap();
+    assert_eq!(
+        e.stats().enter_calls,
+        before,
+        "a lone read is not submitted yet"
+    );
+    // With another in flight: each goes at once, the first along with the second.
+    let rest: Vec<OpId> = (1..8).map(|i| e.read(f, i * 4096, 4096).unwrap()).collect();
+    assert_eq!(
+        e.stats().enter_calls,
+        before + 7,
+        "one submit per read after the first"
+    );
+    e.poll().unwrap();
+    assert_eq!(
+        e.stats().enter_calls,
+        before + 7,
+        "nothing was left to submit"
+    );
+    for (i, op) in std::iter::once(first).chain(rest).enumerate() {
         let Completion::Read(sga) = e.wait_for(op).unwrap() else {
             panic!("not a read")
         };
