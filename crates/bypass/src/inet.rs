@@ -102,10 +102,13 @@ impl InetEngine {
         }
     }
 
-    /// Lets the stack receive, run its timers and send at time `now`. Returns whether
-    /// anything happened.
+    /// Lets the stack send what the last turn left queued, then receive and run its timers at
+    /// time `now`. What the received segments call for is sent by the first push of the
+    /// application's turn that follows (an acknowledgment then rides on the reply), or else at
+    /// the next poll. Returns whether anything happened or waits to be sent.
     pub(crate) fn poll(&mut self, now: bypass_runtime::Instant) -> bool {
-        self.stack.poll(now)
+        self.stack.flush();
+        self.stack.poll_input(now)
     }
 
     fn get(&mut self, key: u32) -> Result<&mut Socket> {
@@ -542,8 +545,15 @@ impl Op {
                     },
                 };
                 // On the wire now rather than at the next poll: a round trip does not wait for
-                // the rest of the application's turn.
-                stack.flush();
+                // the rest of the application's turn. Unless the application has more of this
+                // connection's data to pop: then it is likely to push again at once (an echo, a
+                // proxy), and the segments leave together, in one kick of the device, at the
+                // push that finds nothing left to pop or at the next poll (any wait polls).
+                let more_to_pop =
+                    to.is_none() && stack.tcp_info(h).is_ok_and(|info| info.recv_queued > 0);
+                if !more_to_pop {
+                    stack.flush();
+                }
                 s.pushes.finish(*turn);
                 Poll::Ready(value)
             }

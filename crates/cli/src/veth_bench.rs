@@ -423,24 +423,56 @@ fn linux_echo_server(l: &TcpListener, stop: &AtomicBool) -> io::Result<()> {
     Ok(())
 }
 
+/// The bulk echo stream repeats with this period: byte `i` is `i % 251`.
+const BULK_PERIOD: usize = 251;
+
 /// Byte `i` of a bulk echo stream.
 fn bulk_byte(i: u64) -> u8 {
-    (i % 251) as u8
+    (i % BULK_PERIOD as u64) as u8
+}
+
+/// The bulk stream from every phase: `&pattern[i % 251..]` starts with byte `i` and holds at
+/// least [`BULK_CHUNK`] bytes. Clients fill and check the stream by slices of it (a copy, a
+/// comparison), so the client's CPU goes to the datapath, not to one division per byte.
+fn bulk_pattern() -> &'static [u8] {
+    static PATTERN: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    PATTERN.get_or_init(|| {
+        (0..(BULK_CHUNK + BULK_PERIOD) as u64)
+            .map(bulk_byte)
+            .collect()
+    })
+}
+
+/// Fills `out` with the bulk stream from byte `at` on.
+fn fill_bulk(out: &mut [u8], at: u64) {
+    let pattern = bulk_pattern();
+    let mut done = 0;
+    while done < out.len() {
+        let phase = ((at + done as u64) % BULK_PERIOD as u64) as usize;
+        let n = (out.len() - done).min(pattern.len() - phase);
+        out[done..done + n].copy_from_slice(&pattern[phase..phase + n]);
+        done += n;
+    }
 }
 
 /// Checks `data`, which starts at byte `at` of the bulk stream.
 fn check_bulk(data: &[u8], at: u64) -> io::Result<()> {
-    match data
-        .iter()
-        .enumerate()
-        .find(|&(i, &byte)| byte != bulk_byte(at + i as u64))
-    {
-        Some((i, _)) => Err(io::Error::other(format!(
-            "bulk echo byte {} differs",
-            at + i as u64
-        ))),
-        None => Ok(()),
+    let pattern = bulk_pattern();
+    let mut done = 0;
+    while done < data.len() {
+        let phase = ((at + done as u64) % BULK_PERIOD as u64) as usize;
+        let n = (data.len() - done).min(pattern.len() - phase);
+        let (got, want) = (&data[done..done + n], &pattern[phase..phase + n]);
+        if got != want {
+            let i = done + got.iter().zip(want).take_while(|(a, b)| a == b).count();
+            return Err(io::Error::other(format!(
+                "bulk echo byte {} differs",
+                at + i as u64
+            )));
+        }
+        done += n;
     }
+    Ok(())
 }
 
 /// The kernel-socket client in namespace B: a ping-pong connection, then a bulk connection.
@@ -462,14 +494,14 @@ fn kernel_client(
     drop(s);
     // Bulk: send and read back at once over a second connection, every byte checked.
     let mut s = connect()?;
-    let chunk: Vec<u8> = (0..BULK_CHUNK as u64).map(bulk_byte).collect();
+    let chunk = bulk_pattern();
     let mut buf = vec![0u8; 256 << 10];
     let (mut sent, mut received) = (0u64, 0u64);
     let t0 = Instant::now();
     while received < bulk_bytes {
         if sent < bulk_bytes {
-            let off = (sent % 251) as usize;
-            let n = ((bulk_bytes - sent) as usize).min(chunk.len() - 251);
+            let off = (sent % BULK_PERIOD as u64) as usize;
+            let n = ((bulk_bytes - sent) as usize).min(BULK_CHUNK);
             match s.write(&chunk[off..off + n]) {
                 Ok(n) => sent += n as u64,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -547,10 +579,9 @@ fn bypass_bulk(libos: &mut LibOs, server: SocketAddrV4, total: u64) -> bypass::R
                 let mut sga = libos.sga_alloc(n)?;
                 let mut at = sent;
                 for seg in sga.segments_mut() {
-                    for byte in seg.as_mut_slice() {
-                        *byte = bulk_byte(at);
-                        at += 1;
-                    }
+                    let bytes = seg.as_mut_slice();
+                    fill_bulk(bytes, at);
+                    at += bytes.len() as u64;
                 }
                 pushes.push(libos.push(qd, sga)?);
                 sent += n as u64;
@@ -635,5 +666,31 @@ mod tests {
         assert!(check_bulk(&data, 300).is_ok());
         let e = check_bulk(&data, 301).unwrap_err().to_string();
         assert!(e.contains("301"), "{e}");
+    }
+
+    #[test]
+    fn a_filled_bulk_stream_checks_at_any_offset_and_length() {
+        for (at, len) in [
+            (0u64, 1usize),
+            (250, 2),
+            (251, 600),
+            (1000, BULK_CHUNK + 700),
+        ] {
+            let mut data = vec![0u8; len];
+            fill_bulk(&mut data, at);
+            let expect: Vec<u8> = (at..at + len as u64).map(bulk_byte).collect();
+            assert_eq!(data, expect, "at {at}, {len} bytes");
+            assert!(check_bulk(&data, at).is_ok());
+        }
+    }
+
+    #[test]
+    fn a_wrong_byte_deep_in_a_long_echo_is_named() {
+        let mut data = vec![0u8; 3 * BULK_CHUNK];
+        fill_bulk(&mut data, 77);
+        data[2 * BULK_CHUNK + 5] ^= 1;
+        let e = check_bulk(&data, 77).unwrap_err().to_string();
+        let wrong = 77 + 2 * BULK_CHUNK as u64 + 5;
+        assert!(e.contains(&format!("byte {wrong} differs")), "{e}");
     }
 }

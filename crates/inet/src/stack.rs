@@ -407,6 +407,20 @@ impl<D: Device> Stack<D> {
     /// Receives what the device has, runs due timers, sends what is ready. Returns whether
     /// anything happened.
     pub fn poll(&mut self, now: Instant) -> bool {
+        let progress = self.poll_input(now);
+        self.flush_dirty();
+        self.transmit();
+        self.take_arp_hint();
+        progress
+    }
+
+    /// Receives what the device has and runs due timers, as [`Stack::poll`] does, but leaves
+    /// what that calls for (acknowledgments, window updates, segments an acknowledgment let
+    /// out) queued for the next [`Stack::flush`] or poll, unless a full burst arrived and more
+    /// may follow. A caller that hands the received data to the application and flushes after
+    /// the application's turn lets an acknowledgment ride on its reply instead of going out in
+    /// a frame of its own. Returns whether anything happened or waits to be sent.
+    pub fn poll_input(&mut self, now: Instant) -> bool {
         debug_assert!(now >= self.iface.now, "time went backwards");
         self.iface.now = now;
         let mut progress = false;
@@ -421,22 +435,25 @@ impl<D: Device> Stack<D> {
                 break;
             }
             progress = true;
-            self.flush_dirty();
-            self.transmit();
             if n < self.burst {
                 break;
             }
+            self.flush_dirty();
+            self.transmit();
         }
         if now >= self.timer_hint {
             self.run_timers();
             progress = true;
         }
         progress |= !self.dirty.is_empty() || !self.iface.tx.is_empty();
-        self.flush_dirty();
-        self.transmit();
+        self.take_arp_hint();
+        progress
+    }
+
+    /// Merges the earliest ARP retry the interface scheduled into the timer deadline.
+    fn take_arp_hint(&mut self) {
         self.timer_hint = self.timer_hint.min(self.iface.arp_hint);
         self.iface.arp_hint = Instant::FAR_FUTURE;
-        progress
     }
 
     /// When [`Stack::poll`] must run next at the latest: `Some(Instant::ZERO)` if there is
@@ -453,6 +470,9 @@ impl<D: Device> Stack<D> {
     /// to, frames waiting for the device) without receiving or running timers: a caller that
     /// just queued a message puts it on the wire now instead of at its next poll.
     pub fn flush(&mut self) {
+        if self.dirty.is_empty() && self.iface.tx.is_empty() {
+            return;
+        }
         self.flush_dirty();
         self.transmit();
     }

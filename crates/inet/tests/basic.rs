@@ -604,3 +604,74 @@ fn a_connection_resolves_its_peer_again_when_the_neighbour_entry_expires() {
         "segments after an expiry wait for a new resolution"
     );
 }
+
+#[test]
+fn after_poll_input_the_acknowledgment_rides_on_the_reply() {
+    let mut b_config = config(IP_B, 7);
+    // Every data segment calls for an acknowledgment at once.
+    b_config.tcp.delayed_ack = None;
+    let mut p = Pair::new(SimConfig::default(), config(IP_A, 7), b_config);
+    let l = p.b.tcp_listen(addr(IP_B, 80), 8).unwrap();
+    let c = p.a.tcp_connect(None, addr(IP_B, 80)).unwrap();
+    let mut accepted = None;
+    assert!(p.run_until(Duration::from_secs(1), |p| {
+        accepted = accepted.or_else(|| p.b.tcp_accept(l).unwrap());
+        accepted.is_some() && p.a.tcp_state(c).unwrap() == TcpState::Established
+    }));
+    let (s, _) = accepted.unwrap();
+
+    let ping = buf(&p, b"ping");
+    assert_eq!(p.a.tcp_send(c, &ping).unwrap(), 4);
+    p.a.flush();
+    let sent_before = p.b.device().stats().tx_frames;
+    // The request arrives; what it calls for waits for the reply.
+    assert!(p.b.poll_input(p.now()));
+    assert_eq!(p.b.device().stats().tx_frames, sent_before);
+    assert_eq!(&p.b.tcp_recv(s).unwrap().unwrap()[..], b"ping");
+    let pong = p.b.device().pool().alloc_copy(b"pong").unwrap();
+    assert_eq!(p.b.tcp_send(s, &pong).unwrap(), 4);
+    p.b.flush();
+    // One frame: the reply, carrying the acknowledgment.
+    assert_eq!(p.b.device().stats().tx_frames, sent_before + 1);
+    let mut got = Vec::new();
+    assert!(p.run_until(Duration::from_millis(1), |p| {
+        while let Ok(Some(b)) = p.a.tcp_recv(c) {
+            got.extend_from_slice(&b);
+        }
+        got == b"pong"
+    }));
+    assert_eq!(
+        p.a.tcp_info(c).unwrap().in_flight,
+        0,
+        "the ping is acknowledged"
+    );
+}
+
+#[test]
+fn after_poll_input_a_flush_sends_the_lone_acknowledgment() {
+    let mut b_config = config(IP_B, 8);
+    b_config.tcp.delayed_ack = None;
+    let mut p = Pair::new(SimConfig::default(), config(IP_A, 8), b_config);
+    let l = p.b.tcp_listen(addr(IP_B, 80), 8).unwrap();
+    let c = p.a.tcp_connect(None, addr(IP_B, 80)).unwrap();
+    let mut accepted = None;
+    assert!(p.run_until(Duration::from_secs(1), |p| {
+        accepted = accepted.or_else(|| p.b.tcp_accept(l).unwrap());
+        accepted.is_some() && p.a.tcp_state(c).unwrap() == TcpState::Established
+    }));
+
+    let data = buf(&p, b"no reply to this");
+    p.a.tcp_send(c, &data).unwrap();
+    p.a.flush();
+    let sent_before = p.b.device().stats().tx_frames;
+    assert!(p.b.poll_input(p.now()));
+    assert_eq!(p.b.device().stats().tx_frames, sent_before);
+    p.b.flush();
+    assert_eq!(p.b.device().stats().tx_frames, sent_before + 1);
+    assert!(p.run_until(Duration::from_millis(1), |p| p
+        .a
+        .tcp_info(c)
+        .unwrap()
+        .in_flight
+        == 0));
+}
