@@ -264,9 +264,10 @@ pub struct StorageSection {
     pub sqpoll_idle_ms: u32,
     /// Submission queue entries of the storage ring.
     pub ring_entries: u32,
-    /// Submit each storage operation as it is started while others are in flight, rather than
-    /// in a batch at the next turn (`bypass_storage::EngineConfig::eager_submit`).
-    pub eager_submit: bool,
+    /// Submit each storage operation as it is started while others are in flight and fewer
+    /// than this many are at the device, rather than in a batch at the next turn; 0: always
+    /// batch (`bypass_storage::EngineConfig::eager_submit_below`).
+    pub eager_submit_below: usize,
 }
 
 impl Default for StorageSection {
@@ -276,7 +277,7 @@ impl Default for StorageSection {
             sqpoll_cpu: None,
             sqpoll_idle_ms: 100,
             ring_entries: 256,
-            eager_submit: true,
+            eager_submit_below: 64,
         }
     }
 }

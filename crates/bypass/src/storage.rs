@@ -44,7 +44,7 @@ impl StorageEngine {
             entries: section.ring_entries,
             max_files: max_files.clamp(1, 4096) as u32,
             register_buffers: section.fixed_buffers,
-            eager_submit: section.eager_submit,
+            eager_submit_below: section.eager_submit_below,
             sqpoll: section.sqpoll_cpu.map(|cpu| SqPoll {
                 cpu: Some(cpu),
                 idle: Duration::from_millis(u64::from(section.sqpoll_idle_ms)),

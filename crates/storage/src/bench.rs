@@ -7,7 +7,7 @@
 //! |---|---|
 //! | `bypass` | the [`Engine`], O_DIRECT, registered file, no fixed buffers; sleeps in the kernel for completions ([`Engine::wait`]) |
 //! | `bypass+fixed` | the same with the pool registered as fixed buffers |
-//! | `bypass+fixed+batched` | the same with [`EngineConfig::eager_submit`] off: the reads requeued after a wake-up go to the kernel together, in the next wait's `io_uring_enter` |
+//! | `bypass+fixed+batched` | the same with [`EngineConfig::eager_submit_below`] 0: the reads requeued after a wake-up go to the kernel together, in the next wait's `io_uring_enter` |
 //! | `bypass+spin` | fixed buffers, busy-polling the completion queue ([`Engine::spin`]), as a LibOs in spin mode does |
 //! | `bypass+sqpoll` | fixed buffers, a kernel SQPOLL thread on [`BenchOptions::sqpoll_cpu`], busy-polling the completion queue |
 //! | `fio psync` | fio `--ioengine=psync` (queue depth 1 only: it has no queue) |
@@ -27,7 +27,8 @@
 //! [`BenchRow::fio_clat_p50_us`] for reference, not compared.
 //!
 //! Submission and waiting are like fio's too. Every row but `+batched` submits each read the
-//! moment it is requeued while others are at the device ([`EngineConfig::eager_submit`], as
+//! moment it is requeued while others are in flight and fewer than 64 at the device
+//! ([`EngineConfig::eager_submit_below`]; at depth 128 that is rarely: the device is full), as
 //! fio's io_uring engine does with its default `iodepth_batch_submit=1`); a read queued when
 //! none is in flight (at depth 1, always) goes with the wait. The sleeping rows wait in an
 //! `io_uring_enter` that both submits what is queued and waits for at least one completion
@@ -255,7 +256,7 @@ fn run(opts: &BenchOptions) -> Result<BenchReport> {
     let fixed = EngineConfig::default();
     // Submissions batched until the next wait: what eager submission is measured against.
     let batched = EngineConfig {
-        eager_submit: false,
+        eager_submit_below: 0,
         ..EngineConfig::default()
     };
     let sqpoll = opts.sqpoll_cpu.map(|cpu| EngineConfig {

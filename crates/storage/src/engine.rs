@@ -102,17 +102,18 @@ pub struct EngineConfig {
     pub register_buffers: bool,
     /// Run a kernel submission poller thread.
     pub sqpoll: Option<SqPoll>,
-    /// Submit an operation the moment it is queued while others are in flight (one
-    /// `io_uring_enter` each), so the device sees a steady stream of requests rather than a
-    /// burst per completion batch; an operation queued while nothing else is in flight waits
-    /// for the next [`Engine::poll`] / [`Engine::wait`], which submits it and waits in one
-    /// call.
-    /// `false`: everything queued waits for the next poll or wait (fewest system calls).
+    /// Submit an operation the moment it is queued while others are in flight but fewer than
+    /// this many are at the device (one `io_uring_enter` each), so a device that is not busy
+    /// sees a steady stream of requests rather than a burst per completion batch. An operation
+    /// queued while nothing else is in flight, or while the device already holds this many,
+    /// waits for the next [`Engine::poll`] / [`Engine::wait`], which submits everything queued
+    /// (and waits) in one call. 0: always wait for it (fewest system calls).
     ///
-    /// On this project's virtio disk, 4 KiB random reads kept at depth 32 and 128 complete
-    /// 10-25 % faster submitted one at a time than in the bursts a completion batch produces
-    /// (docs/benchmarks-storage.md); fio's io_uring engine also submits one at a time.
-    pub eager_submit: bool,
+    /// On this project's virtio disk, 4 KiB random reads kept at depth 8 and 32 complete
+    /// 5-15 % faster submitted one at a time than in the bursts a completion batch produces,
+    /// while at depth 128 the device is saturated either way and batching saves a system call
+    /// per read (docs/benchmarks-storage.md). fio's io_uring engine submits one at a time.
+    pub eager_submit_below: usize,
 }
 
 impl Default for EngineConfig {
@@ -123,7 +124,7 @@ impl Default for EngineConfig {
             max_files: 64,
             register_buffers: true,
             sqpoll: None,
-            eager_submit: true,
+            eager_submit_below: 64,
         }
     }
 }
@@ -329,8 +330,8 @@ pub struct Engine {
     /// Entries pushed to the submission queue and not yet submitted.
     queued: usize,
     sqpoll: bool,
-    /// [`EngineConfig::eager_submit`].
-    eager_submit: bool,
+    /// [`EngineConfig::eager_submit_below`].
+    eager_submit_below: usize,
     stats: EngineStats,
     /// Scratch list of completions, reused so reaping allocates nothing.
     reaped: Vec<(u64, i32)>,
@@ -453,7 +454,7 @@ impl Engine {
             free_op: Some(0),
             queued: 0,
             sqpoll: config.sqpoll.is_some(),
-            eager_submit: config.eager_submit,
+            eager_submit_below: config.eager_submit_below,
             stats: EngineStats::default(),
             reaped: Vec::with_capacity(cq_entries as usize),
         })
@@ -844,8 +845,9 @@ impl Engine {
             return Err(e);
         }
         // A lone operation waits for the wait that submits it and sleeps in one call; with
-        // others in flight, it goes now.
-        if self.eager_submit && self.stats.in_flight > 1 {
+        // others in flight it goes now, unless the device already has plenty to do.
+        let at_device = self.stats.in_flight - self.queued;
+        if self.stats.in_flight > 1 && at_device < self.eager_submit_below {
             // The operation is queued whatever happens here: a submission that fails now is
             // retried, and its error reported, by the next poll or wait.
             let _ = self.submit();

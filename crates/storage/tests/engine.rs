@@ -260,7 +260,7 @@ fn without_eager_submit_one_poll_submits_everything_queued_with_one_system_call(
     let data: Vec<u8> = (0..(32 * 4096u32)).map(|i| (i / 4096) as u8).collect();
     std::fs::write(&path, &data).unwrap();
     let batched = EngineConfig {
-        eager_submit: false,
+        eager_submit_below: 0,
         ..EngineConfig::default()
     };
     let mut e = engine(64, &batched);
