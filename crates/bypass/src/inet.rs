@@ -723,10 +723,18 @@ fn real_device(config: &crate::Config) -> Result<AnyDevice> {
             af_xdp::AfXdp::open(&c).map(|d| Box::new(d) as AnyDevice)
         }
         LibOsName::Packet => {
-            let c = match config.net.packet_ring {
+            let mut c = match config.net.packet_ring {
                 PacketRingName::V2 => af_packet::PacketConfig::new(iface),
                 PacketRingName::V3 => af_packet::PacketConfig::throughput(iface),
             };
+            // Keep the kernel's stack off our address (a malformed net.ip is reported once
+            // the stack is configured).
+            c.owned_address = config
+                .net
+                .ip
+                .as_deref()
+                .and_then(|text| text.parse::<bypass_wire::Ipv4Cidr>().ok())
+                .map(|cidr| cidr.address.0);
             af_packet::AfPacket::open(&c).map(|d| Box::new(d) as AnyDevice)
         }
         _ => tap::Tap::open(&tap::TapConfig::new(iface)).map(|d| Box::new(d) as AnyDevice),

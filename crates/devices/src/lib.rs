@@ -9,6 +9,7 @@ pub mod sim;
 
 pub mod af_packet;
 pub mod af_xdp;
+pub mod bpf;
 pub mod netns;
 mod sys;
 pub mod tap;

@@ -177,3 +177,76 @@ fn a_burst_larger_than_the_tx_ring_is_taken_in_part() {
     };
     common::one_burst(Sides::of(&topo), small_tx, 100, 32);
 }
+
+/// Does side B's kernel get an answer to one ping of side A's address within a second?
+fn ping_answered(topo: &Topology) -> bool {
+    let spec = topo.spec();
+    let [a, b, c, d] = spec.ip_a();
+    std::process::Command::new("ip")
+        .args(["netns", "exec", &spec.ns_b, "ping", "-c", "1", "-W", "1"])
+        .arg(format!("{a}.{b}.{c}.{d}"))
+        .output()
+        .expect("ping runs")
+        .status
+        .success()
+}
+
+#[test]
+fn the_owned_address_is_kept_from_the_kernel_while_the_socket_sees_its_frames() {
+    if !root_or_skip("the_owned_address_is_kept_from_the_kernel_while_the_socket_sees_its_frames") {
+        return;
+    }
+    let topo = Topology::up(TopologySpec::unique()).unwrap();
+    // Side A's kernel owns the address too, so it would answer a ping if it saw one.
+    topo.add_kernel_address_a().unwrap();
+    assert!(
+        ping_answered(&topo),
+        "the kernel answers without the filter"
+    );
+    let dev_name = topo.spec().dev_a.clone();
+    let owned = topo.spec().ip_a();
+    let (filtered, echo_requests) = std::thread::scope(|s| {
+        let (opened_tx, opened_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let device = s.spawn(|| {
+            topo.in_a(move || {
+                let mut dev = open(PacketConfig {
+                    owned_address: Some(owned),
+                    ..PacketConfig::new(&dev_name)
+                });
+                opened_tx.send(dev.ingress_filter()).unwrap();
+                // Count the ICMP echo requests to our address the socket receives until the
+                // ping is over.
+                let mut seen = 0;
+                let mut frames = Vec::new();
+                while done_rx.try_recv().is_err() {
+                    dev.rx_burst(&mut frames, 32);
+                    for f in frames.drain(..) {
+                        let is_ipv4 = f.len() >= 35 && f[12..14] == [0x08, 0x00];
+                        if is_ipv4 && f[23] == 1 && f[30..34] == owned && f[34] == 8 {
+                            seen += 1;
+                        }
+                    }
+                }
+                seen
+            })
+            .unwrap()
+        });
+        let filtered = opened_rx.recv().unwrap();
+        let answered = ping_answered(&topo);
+        done_tx.send(()).unwrap();
+        let seen = device.join().unwrap();
+        assert!(
+            !answered,
+            "the kernel answered a ping of the address our device owns"
+        );
+        (filtered, seen)
+    });
+    assert!(filtered, "the tcx ingress filter is attached");
+    assert!(echo_requests >= 1, "the socket saw the echo request");
+    // The filter went with the device.
+    assert!(
+        ping_answered(&topo),
+        "the kernel answers again once the device is gone"
+    );
+}

@@ -22,8 +22,14 @@
 //! Frames the local kernel sent with checksum offload reach the ring with an incomplete
 //! checksum (`TP_STATUS_CSUMNOTREADY`); the test topology turns that offload off.
 //!
-//! Unlike AF_XDP, the kernel's own stack still sees every received frame: run the user-space
-//! stack on an interface the kernel has no address on (see [`crate::topo`]).
+//! Unlike AF_XDP, a packet socket gets a copy: the kernel's own stack still sees every received
+//! frame. Run the user-space stack on an address the kernel does not have (see
+//! [`crate::topo`]), and name it in [`PacketConfig::owned_address`]: a tcx ingress BPF program
+//! then drops the frames for it after the packet socket has its copy, so the kernel neither
+//! answers them (an ARP reply, a RST) nor spends its IP input on them. In a one-connection bulk
+//! echo of 64 KiB messages between two packet devices over veth, that raised throughput from
+//! 237-249 to 300-330 MB/s and cut p99 latency from ~1 ms to ~0.3 ms (the kernel's IP input
+//! ran on the sending CPU for every frame).
 
 mod ring;
 
@@ -64,6 +70,9 @@ pub enum RxRing {
     },
 }
 
+/// The name our tcx ingress program is loaded under (what `bpftool prog` lists).
+const INGRESS_PROGRAM_NAME: &str = "bypass_ingress";
+
 /// How to open an AF_PACKET device.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PacketConfig {
@@ -78,6 +87,15 @@ pub struct PacketConfig {
     pub qdisc_bypass: bool,
     /// The pool received frames are copied into.
     pub pool: PoolConfig,
+    /// The IPv4 address the user-space stack owns on this interface, if any. Frames for it
+    /// (IPv4 packets to it, ARP asking for it) are then dropped at the interface's tcx ingress
+    /// by a BPF program of ours ([`crate::bpf::ingress_drop_program`]), after this device's
+    /// socket has taken its copy: the kernel's own stack neither spends time on them (its IP
+    /// input ran on every frame before, on the sending CPU under veth) nor answers them.
+    /// Best effort: without tcx (Linux < 6.6) or the privilege to attach, the device works as
+    /// before and [`AfPacket::ingress_filter`] says `false`. The program is detached when the
+    /// device drops or the process dies (it hangs on a BPF link, not on the interface).
+    pub owned_address: Option<[u8; 4]>,
 }
 
 impl PacketConfig {
@@ -91,6 +109,7 @@ impl PacketConfig {
             frame_size: 2048,
             qdisc_bypass: true,
             pool: PoolConfig::frames(4096),
+            owned_address: None,
         }
     }
 
@@ -194,6 +213,8 @@ pub struct AfPacket {
     _tx_map: Mmap,
     rx_fd: OwnedFd,
     tx_fd: OwnedFd,
+    /// The BPF link of the tcx ingress filter ([`PacketConfig::owned_address`]), if attached.
+    ingress_filter: Option<OwnedFd>,
 }
 
 impl AfPacket {
@@ -313,6 +334,25 @@ impl AfPacket {
         };
         os::bind(&tx_fd, &addr).map_err(os_err(what("TX socket bind")))?;
 
+        let ingress_filter = config.owned_address.and_then(|ip| {
+            let attached = crate::bpf::load_program(
+                crate::bpf::ProgramKind::SchedCls,
+                INGRESS_PROGRAM_NAME,
+                &crate::bpf::ingress_drop_program(ip),
+            )
+            .and_then(|prog| crate::bpf::attach_tcx_ingress(&prog, ifindex));
+            match attached {
+                Ok(link) => Some(link),
+                Err(e) => {
+                    tracing::warn!(
+                        interface = %name,
+                        "no tcx ingress filter for our address ({e}); the kernel's stack will \
+                         also process every frame sent to it"
+                    );
+                    None
+                }
+            }
+        });
         Ok(AfPacket {
             rx,
             tx,
@@ -328,7 +368,13 @@ impl AfPacket {
             _tx_map: tx_map,
             rx_fd,
             tx_fd,
+            ingress_filter,
         })
+    }
+
+    /// Whether frames for [`PacketConfig::owned_address`] are kept from the kernel's stack.
+    pub fn ingress_filter(&self) -> bool {
+        self.ingress_filter.is_some()
     }
 
     /// The interface this device drives.

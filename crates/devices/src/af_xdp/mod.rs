@@ -29,7 +29,6 @@
 //!
 //! One device drives one queue of one interface and owns the interface's XDP program.
 
-pub mod bpf;
 mod ring;
 
 use std::io;
@@ -38,11 +37,12 @@ use std::time::Duration;
 
 use bypass_runtime::{Buffer, BufferPool, PoolConfig};
 
+use crate::bpf;
+pub use crate::bpf::XdpFilter;
 use crate::sys::netlink::{self, Attached, XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE};
 use crate::sys::os::{self, Mmap};
 use crate::sys::retry_busy;
 use crate::{Device, DeviceCaps, DeviceError, DeviceStats, ErrorKind};
-pub use bpf::XdpFilter;
 pub use ring::XdpStatistics;
 use ring::{MmapOffsets, Ring, SockaddrXdp, UmemReg, XdpDesc};
 
@@ -192,7 +192,11 @@ impl XdpProgram {
 
     fn load_raw(filter: XdpFilter, queues: u32) -> io::Result<XdpProgram> {
         let map = bpf::create_xskmap(queues.max(1))?;
-        let prog = bpf::load_program(&bpf::program(filter, map.as_raw_fd()))?;
+        let prog = bpf::load_program(
+            bpf::ProgramKind::Xdp,
+            bpf::PROGRAM_NAME,
+            &bpf::program(filter, map.as_raw_fd()),
+        )?;
         let id = bpf::prog_info(&prog)?.id;
         Ok(XdpProgram {
             prog,

@@ -1,10 +1,17 @@
-//! Our XDP program, written as eBPF bytecode from Rust, and the `bpf(2)` calls that load it.
+//! Our BPF programs, written as eBPF bytecode from Rust, and the `bpf(2)` calls that load and
+//! attach them.
 //!
-//! No clang, no libbpf: the program is a dozen instructions, emitted by a tiny assembler for
-//! exactly the instructions it needs (`linux/bpf.h`, "eBPF instruction set"). It reads the
-//! frame's receive queue and redirects the frame to the AF_XDP socket registered for that queue
-//! in an XSKMAP; frames the [`XdpFilter`] does not select, and frames of queues without a
-//! socket, go on to the kernel's stack (`XDP_PASS`).
+//! No clang, no libbpf: each program is a dozen instructions, emitted by a tiny assembler for
+//! exactly the instructions it needs (`linux/bpf.h`, "eBPF instruction set").
+//!
+//! - [`program`], for the AF_XDP device: reads the frame's receive queue and redirects the
+//!   frame to the AF_XDP socket registered for that queue in an XSKMAP; frames the
+//!   [`XdpFilter`] does not select, and frames of queues without a socket, go on to the
+//!   kernel's stack (`XDP_PASS`).
+//! - [`ingress_drop_program`], for the AF_PACKET device: attached at tcx ingress
+//!   ([`attach_tcx_ingress`]), it drops the frames addressed to the user-space stack's IPv4
+//!   address after packet sockets have taken their copy, so the kernel's own stack neither
+//!   spends time on them nor answers them.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -36,6 +43,9 @@ const BPF_PSEUDO_MAP_FD: u8 = 1;
 
 const BPF_FUNC_REDIRECT_MAP: i32 = 51;
 const XDP_PASS: i32 = 2;
+/// tcx verdicts (`enum tcx_action_base`): go on to the next program or the stack; drop.
+const TCX_NEXT: i32 = -1;
+const TCX_DROP: i32 = 2;
 
 // bpf(2) commands and types.
 const BPF_MAP_CREATE: i32 = 0;
@@ -44,7 +54,10 @@ const BPF_PROG_LOAD: i32 = 5;
 const BPF_PROG_GET_FD_BY_ID: i32 = 13;
 const BPF_OBJ_GET_INFO_BY_FD: i32 = 15;
 const BPF_MAP_TYPE_XSKMAP: u32 = 17;
+const BPF_LINK_CREATE: i32 = 28;
 const BPF_PROG_TYPE_XDP: u32 = 6;
+const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
+const BPF_TCX_INGRESS: u32 = 46;
 
 /// The name our program is loaded under; a program of this name left attached by a process
 /// that died is ours to replace.
@@ -242,38 +255,13 @@ pub fn program(filter: XdpFilter, map_fd: i32) -> Vec<Insn> {
     let redirect = a.label();
     a.mov(R6, R1); // r6 = ctx
     if filter != XdpFilter::All {
-        a.load(Size::U32, R2, R6, XDP_MD_DATA);
-        a.load(Size::U32, R3, R6, XDP_MD_DATA_END);
-        // if data + 14 > data_end: too short for Ethernet.
-        a.mov(R4, R2);
-        a.add_imm(R4, 14);
-        a.jgt(R4, R3, pass);
-        a.load(Size::U16, R5, R2, 12); // ethertype, as the bytes sit in memory
+        load_ethertype(&mut a, R6, XDP_MD_DATA, XDP_MD_DATA_END, pass);
         match filter {
             XdpFilter::All => unreachable!("handled above"),
             XdpFilter::EtherType(ty) => {
                 a.jne32_imm(R5, u16::from_ne_bytes(ty.to_be_bytes()) as u32, pass);
             }
-            XdpFilter::Ipv4Dst(ip) => {
-                let ipv4 = a.label();
-                let ip_word = u32::from_ne_bytes(ip);
-                a.jeq32_imm(R5, u16::from_ne_bytes(0x0800u16.to_be_bytes()) as u32, ipv4);
-                a.jne32_imm(R5, u16::from_ne_bytes(0x0806u16.to_be_bytes()) as u32, pass);
-                // ARP (RFC 826) for IPv4 over Ethernet: target protocol address at 14 + 24.
-                a.mov(R4, R2);
-                a.add_imm(R4, 14 + 28);
-                a.jgt(R4, R3, pass);
-                a.load(Size::U32, R5, R2, 14 + 24);
-                a.jne32_imm(R5, ip_word, pass);
-                a.ja(redirect);
-                // IPv4 (RFC 791): destination address at 14 + 16.
-                a.bind(ipv4);
-                a.mov(R4, R2);
-                a.add_imm(R4, 14 + 20);
-                a.jgt(R4, R3, pass);
-                a.load(Size::U32, R5, R2, 14 + 16);
-                a.jne32_imm(R5, ip_word, pass);
-            }
+            XdpFilter::Ipv4Dst(ip) => select_ipv4_dst(&mut a, ip, redirect, pass),
         }
     }
     a.bind(redirect);
@@ -289,6 +277,90 @@ pub fn program(filter: XdpFilter, map_fd: i32) -> Vec<Insn> {
         a.exit();
     }
     a.finish()
+}
+
+/// Loads the frame's start into `r2`, its end into `r3` and its ethertype (as the bytes sit in
+/// memory) into `r5`, from the context in `ctx` at offsets `data` and `data_end`; jumps to
+/// `short` if the frame is too short for an Ethernet header. Clobbers `r4`.
+fn load_ethertype(a: &mut Asm, ctx: Reg, data: i16, data_end: i16, short: Label) {
+    a.load(Size::U32, R2, ctx, data);
+    a.load(Size::U32, R3, ctx, data_end);
+    a.mov(R4, R2);
+    a.add_imm(R4, 14);
+    a.jgt(R4, R3, short);
+    a.load(Size::U16, R5, R2, 12);
+}
+
+/// Jumps to `hit` if the frame at `r2` (its end in `r3`, its ethertype in `r5`) is an IPv4
+/// packet to `ip` or an ARP packet asking for `ip`, to `miss` otherwise. Clobbers `r4`, `r5`.
+fn select_ipv4_dst(a: &mut Asm, ip: [u8; 4], hit: Label, miss: Label) {
+    let ipv4 = a.label();
+    let ip_word = u32::from_ne_bytes(ip);
+    a.jeq32_imm(R5, u16::from_ne_bytes(0x0800u16.to_be_bytes()) as u32, ipv4);
+    a.jne32_imm(R5, u16::from_ne_bytes(0x0806u16.to_be_bytes()) as u32, miss);
+    // ARP (RFC 826) for IPv4 over Ethernet: target protocol address at 14 + 24.
+    a.mov(R4, R2);
+    a.add_imm(R4, 14 + 28);
+    a.jgt(R4, R3, miss);
+    a.load(Size::U32, R5, R2, 14 + 24);
+    a.jne32_imm(R5, ip_word, miss);
+    a.ja(hit);
+    // IPv4 (RFC 791): destination address at 14 + 16.
+    a.bind(ipv4);
+    a.mov(R4, R2);
+    a.add_imm(R4, 14 + 20);
+    a.jgt(R4, R3, miss);
+    a.load(Size::U32, R5, R2, 14 + 16);
+    a.jne32_imm(R5, ip_word, miss);
+    a.ja(hit);
+}
+
+/// Offsets of `data` and `data_end` in `struct __sk_buff`.
+const SKB_DATA: i16 = 76;
+const SKB_DATA_END: i16 = 80;
+
+/// A tcx ingress program (`BPF_PROG_TYPE_SCHED_CLS`) that drops IPv4 packets to `ip` and ARP
+/// packets asking for it (the [`XdpFilter::Ipv4Dst`] selection), and lets everything else go
+/// on (`TCX_NEXT`). At ingress it runs after the packet sockets of the interface have taken
+/// their copy of the frame, so they still see every frame while the kernel's stack does not
+/// see ours.
+pub fn ingress_drop_program(ip: [u8; 4]) -> Vec<Insn> {
+    let mut a = Asm::new();
+    let drop = a.label();
+    let next = a.label();
+    load_ethertype(&mut a, R1, SKB_DATA, SKB_DATA_END, next);
+    select_ipv4_dst(&mut a, ip, drop, next);
+    a.bind(drop);
+    a.mov_imm(R0, TCX_DROP);
+    a.exit();
+    a.bind(next);
+    a.mov_imm(R0, TCX_NEXT);
+    a.exit();
+    a.finish()
+}
+
+/// Attaches a loaded `SCHED_CLS` program at tcx ingress of interface `ifindex` (in the calling
+/// thread's namespace) through a BPF link. The program stays attached as long as the returned
+/// link descriptor is open: dropping it, or the process dying, detaches it, so nothing is left
+/// behind.
+pub fn attach_tcx_ingress(prog: &OwnedFd, ifindex: u32) -> io::Result<OwnedFd> {
+    // link_create: prog_fd, target_ifindex, attach_type, flags; tcx.relative_fd and
+    // tcx.expected_revision (at 16 and 24) zero: append after whatever is there.
+    let fd = Attr::new()
+        .u32(0, prog.as_raw_fd() as u32)
+        .u32(4, ifindex)
+        .u32(8, BPF_TCX_INGRESS)
+        .call(BPF_LINK_CREATE)?;
+    Ok(os::owned(fd))
+}
+
+/// The kind of program [`load_program`] loads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProgramKind {
+    /// An XDP program ([`program`]).
+    Xdp,
+    /// A traffic-control program for tcx ([`ingress_drop_program`]).
+    SchedCls,
 }
 
 /// A `bpf_attr` under construction: zeroed, fields written at their `linux/bpf.h` offsets.
@@ -343,8 +415,12 @@ pub fn map_update(map: &OwnedFd, key: u32, value: u32) -> io::Result<()> {
     Ok(())
 }
 
-/// Loads an XDP program; on failure the error carries the verifier's log.
-pub fn load_program(insns: &[Insn]) -> io::Result<OwnedFd> {
+/// Loads a program of `kind` named `name`; on failure the error carries the verifier's log.
+pub fn load_program(kind: ProgramKind, name: &str, insns: &[Insn]) -> io::Result<OwnedFd> {
+    let prog_type = match kind {
+        ProgramKind::Xdp => BPF_PROG_TYPE_XDP,
+        ProgramKind::SchedCls => BPF_PROG_TYPE_SCHED_CLS,
+    };
     let code: Vec<u8> = insns.iter().flat_map(|i| i.to_bytes()).collect();
     let license = b"GPL\0";
     let attempt = |log: &mut [u8]| {
@@ -352,7 +428,7 @@ pub fn load_program(insns: &[Insn]) -> io::Result<OwnedFd> {
         // prog_flags, prog_name at 48. Pointers refer to `code`, `license` and `log`, which
         // outlive the call.
         Attr::new()
-            .u32(0, BPF_PROG_TYPE_XDP)
+            .u32(0, prog_type)
             .u32(4, insns.len() as u32)
             .u64(8, code.as_ptr() as u64)
             .u64(16, license.as_ptr() as u64)
@@ -366,7 +442,7 @@ pub fn load_program(insns: &[Insn]) -> io::Result<OwnedFd> {
                     log.as_mut_ptr() as u64
                 },
             )
-            .name(48, PROGRAM_NAME)
+            .name(48, name)
             .call(BPF_PROG_LOAD)
     };
     match attempt(&mut []) {
