@@ -298,21 +298,24 @@ fn select_ipv4_dst(a: &mut Asm, ip: [u8; 4], hit: Label, miss: Label) {
     let ip_word = u32::from_ne_bytes(ip);
     a.jeq32_imm(R5, u16::from_ne_bytes(0x0800u16.to_be_bytes()) as u32, ipv4);
     a.jne32_imm(R5, u16::from_ne_bytes(0x0806u16.to_be_bytes()) as u32, miss);
-    // ARP (RFC 826) for IPv4 over Ethernet: target protocol address at 14 + 24.
-    a.mov(R4, R2);
-    a.add_imm(R4, 14 + 28);
-    a.jgt(R4, R3, miss);
-    a.load(Size::U32, R5, R2, 14 + 24);
-    a.jne32_imm(R5, ip_word, miss);
+    // ARP (RFC 826) for IPv4 over Ethernet: target protocol address at 14 + 24, the last
+    // field of the packet.
+    jump_unless_u32_at(a, 14 + 24, ip_word, miss);
     a.ja(hit);
-    // IPv4 (RFC 791): destination address at 14 + 16.
+    // IPv4 (RFC 791): destination address at 14 + 16, the last field of the fixed header.
     a.bind(ipv4);
-    a.mov(R4, R2);
-    a.add_imm(R4, 14 + 20);
-    a.jgt(R4, R3, miss);
-    a.load(Size::U32, R5, R2, 14 + 16);
-    a.jne32_imm(R5, ip_word, miss);
+    jump_unless_u32_at(a, 14 + 16, ip_word, miss);
     a.ja(hit);
+}
+
+/// Jumps to `miss` unless the frame at `r2` (its end in `r3`) holds 4 more bytes at `at` and
+/// they equal `word` (as the bytes sit in memory). Clobbers `r4`, `r5`.
+fn jump_unless_u32_at(a: &mut Asm, at: i16, word: u32, miss: Label) {
+    a.mov(R4, R2);
+    a.add_imm(R4, i32::from(at) + 4);
+    a.jgt(R4, R3, miss);
+    a.load(Size::U32, R5, R2, at);
+    a.jne32_imm(R5, word, miss);
 }
 
 /// Offsets of `data` and `data_end` in `struct __sk_buff`.

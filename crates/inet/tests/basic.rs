@@ -605,12 +605,14 @@ fn a_connection_resolves_its_peer_again_when_the_neighbour_entry_expires() {
     );
 }
 
-#[test]
-fn after_poll_input_the_acknowledgment_rides_on_the_reply() {
-    let mut b_config = config(IP_B, 7);
-    // Every data segment calls for an acknowledgment at once.
+/// A connection from A to B, whose every received data segment calls for an acknowledgment
+/// at once (no delayed ACK); `seed` picks the stacks' ISN keys.
+fn connected_without_delayed_ack(
+    seed: u64,
+) -> (Pair, bypass_inet::SocketHandle, bypass_inet::SocketHandle) {
+    let mut b_config = config(IP_B, seed);
     b_config.tcp.delayed_ack = None;
-    let mut p = Pair::new(SimConfig::default(), config(IP_A, 7), b_config);
+    let mut p = Pair::new(SimConfig::default(), config(IP_A, seed), b_config);
     let l = p.b.tcp_listen(addr(IP_B, 80), 8).unwrap();
     let c = p.a.tcp_connect(None, addr(IP_B, 80)).unwrap();
     let mut accepted = None;
@@ -618,7 +620,12 @@ fn after_poll_input_the_acknowledgment_rides_on_the_reply() {
         accepted = accepted.or_else(|| p.b.tcp_accept(l).unwrap());
         accepted.is_some() && p.a.tcp_state(c).unwrap() == TcpState::Established
     }));
-    let (s, _) = accepted.unwrap();
+    (p, c, accepted.unwrap().0)
+}
+
+#[test]
+fn after_poll_input_the_acknowledgment_rides_on_the_reply() {
+    let (mut p, c, s) = connected_without_delayed_ack(7);
 
     let ping = buf(&p, b"ping");
     assert_eq!(p.a.tcp_send(c, &ping).unwrap(), 4);
@@ -649,16 +656,7 @@ fn after_poll_input_the_acknowledgment_rides_on_the_reply() {
 
 #[test]
 fn after_poll_input_a_flush_sends_the_lone_acknowledgment() {
-    let mut b_config = config(IP_B, 8);
-    b_config.tcp.delayed_ack = None;
-    let mut p = Pair::new(SimConfig::default(), config(IP_A, 8), b_config);
-    let l = p.b.tcp_listen(addr(IP_B, 80), 8).unwrap();
-    let c = p.a.tcp_connect(None, addr(IP_B, 80)).unwrap();
-    let mut accepted = None;
-    assert!(p.run_until(Duration::from_secs(1), |p| {
-        accepted = accepted.or_else(|| p.b.tcp_accept(l).unwrap());
-        accepted.is_some() && p.a.tcp_state(c).unwrap() == TcpState::Established
-    }));
+    let (mut p, c, _) = connected_without_delayed_ack(8);
 
     let data = buf(&p, b"no reply to this");
     p.a.tcp_send(c, &data).unwrap();
