@@ -36,6 +36,32 @@ fn write_keys(s: &TestServer, range: std::ops::Range<usize>) {
     );
 }
 
+/// After a restart cut a bad tail off the file at `path` (keys 0..99 good): `SET after cut`,
+/// restart again, and check that the old keys and the new one are there and nothing was
+/// discarded. Returns the file's bytes.
+fn write_after_the_cut_survives_a_restart(
+    dir: &TempDir,
+    policy: FsyncPolicy,
+    format: AofFormat,
+    path: &std::path::Path,
+) -> Vec<u8> {
+    let s = TestServer::start(aof(dir, policy, format));
+    let mut c = s.connect();
+    roundtrip(&mut c, &req(&[b"SET", b"after", b"cut"]), b"+OK\r\n");
+    s.stop();
+    let s = TestServer::start(aof(dir, policy, format));
+    check_keys(&s, 0..99);
+    let mut c = s.connect();
+    roundtrip(&mut c, &req(&[b"GET", b"after"]), b"$3\r\ncut\r\n");
+    let replay = s.stop().replay.unwrap();
+    assert_eq!(
+        (replay.commands, replay.discarded, replay.stop),
+        (100, 0, None),
+        "{format:?}"
+    );
+    std::fs::read(path).unwrap()
+}
+
 fn check_keys(s: &TestServer, range: std::ops::Range<usize>) {
     let mut c = s.connect();
     for i in range {
@@ -163,20 +189,7 @@ fn a_torn_tail_is_cut_and_replay_stops_cleanly_before_it() {
         );
 
         // New writes go right after the cut and survive the next restart with the old ones.
-        let s = TestServer::start(aof(&dir, policy, format));
-        let mut c = s.connect();
-        roundtrip(&mut c, &req(&[b"SET", b"after", b"cut"]), b"+OK\r\n");
-        s.stop();
-        let s = TestServer::start(aof(&dir, policy, format));
-        check_keys(&s, 0..99);
-        let mut c = s.connect();
-        roundtrip(&mut c, &req(&[b"GET", b"after"]), b"$3\r\ncut\r\n");
-        let replay = s.stop().replay.unwrap();
-        assert_eq!(
-            (replay.commands, replay.discarded, replay.stop),
-            (100, 0, None)
-        );
-        let expected = std::fs::read(&path).unwrap();
+        let expected = write_after_the_cut_survives_a_restart(&dir, policy, format, &path);
         assert!(expected.starts_with(&good));
 
         // Garbage behind the good records stops replay there too, and is cut off.
@@ -253,21 +266,9 @@ fn a_torn_block_of_the_log_is_cut_and_replay_stops_cleanly_before_it() {
     );
 
     // New writes go where the torn record was and survive the next restart with the old ones.
-    let s = TestServer::start(aof(&dir, FsyncPolicy::Always, AofFormat::Log));
-    let mut c = s.connect();
+    let expected =
+        write_after_the_cut_survives_a_restart(&dir, FsyncPolicy::Always, AofFormat::Log, &path);
     let after = req(&[b"SET", b"after", b"cut"]);
-    roundtrip(&mut c, &after, b"+OK\r\n");
-    s.stop();
-    let s = TestServer::start(aof(&dir, FsyncPolicy::Always, AofFormat::Log));
-    check_keys(&s, 0..99);
-    let mut c = s.connect();
-    roundtrip(&mut c, &req(&[b"GET", b"after"]), b"$3\r\ncut\r\n");
-    let replay = s.stop().replay.unwrap();
-    assert_eq!(
-        (replay.commands, replay.discarded, replay.stop),
-        (100, 0, None)
-    );
-    let expected = std::fs::read(&path).unwrap();
     assert_eq!(record_start(&expected, &after), start);
 
     // Garbage in the block where the next record would go stops replay there too, and is
