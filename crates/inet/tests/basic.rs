@@ -218,38 +218,15 @@ fn a_first_burst_to_a_new_neighbour_waits_for_arp_within_its_bounds() {
 
 #[test]
 fn bulk_transfer_checks_every_byte() {
-    let mut p = Pair::simple(SimConfig {
-        delay: Duration::from_micros(50),
-        bandwidth_bps: Some(10_000_000_000),
-        ..SimConfig::default()
-    });
-    let l = p.b.tcp_listen(addr(IP_B, 80), 8).unwrap();
-    let c = p.a.tcp_connect(None, addr(IP_B, 80)).unwrap();
-    p.run_for(Duration::from_millis(2));
-    let (s, _) = p.b.tcp_accept(l).unwrap().unwrap();
-    let total = 4 << 20;
-    let data: Vec<u8> = (0..total).map(|i| (i * 31 + i / 977) as u8).collect();
-    let mut sent = 0;
-    let mut got = Vec::with_capacity(total);
-    let chunk = 1500;
-    p.run_until(Duration::from_secs(30), |p| {
-        while sent < total {
-            let end = (sent + chunk).min(total);
-            let b = p.a.device().pool().alloc_copy(&data[sent..end]);
-            let Some(b) = b else { break };
-            match p.a.tcp_send(c, &b) {
-                Ok(n) => sent += n,
-                Err(Error::WouldBlock) => break,
-                Err(e) => panic!("{e}"),
-            }
-        }
-        while let Ok(Some(b)) = p.b.tcp_recv(s) {
-            got.extend_from_slice(&b);
-        }
-        got.len() == total
-    });
-    assert_eq!(got.len(), total);
-    assert!(got == data, "the stream differs");
+    // `transfer` checks that every byte arrived, in order.
+    transfer(
+        SimConfig {
+            delay: Duration::from_micros(50),
+            bandwidth_bps: Some(10_000_000_000),
+            ..SimConfig::default()
+        },
+        4 << 20,
+    );
 }
 
 #[test]

@@ -44,7 +44,9 @@ impl Default for ChannelConfig {
 }
 
 impl ChannelConfig {
-    fn geometry(&self) -> Geometry {
+    /// The shared region's geometry this configuration asks for (its layout says where every
+    /// ring and arena sits).
+    pub fn geometry(&self) -> Geometry {
         Geometry {
             ring_slots: self.ring_slots,
             chunk_size: self.chunk_size,

@@ -498,6 +498,18 @@ mod tests {
         }
     }
 
+    /// Reads the two slots `[round, 1]` and `[round, 2]` the producer published, then
+    /// consumes and releases them.
+    fn take_round(c: &mut Consumer<'_>, round: u32) {
+        let mut out = [0u32; 2];
+        c.peek(0, &mut out);
+        assert_eq!(out, [round, 1]);
+        c.peek(1, &mut out);
+        assert_eq!(out, [round, 2]);
+        c.consume(2);
+        c.release();
+    }
+
     #[test]
     fn slots_arrive_in_order_only_after_publish_across_wraparound() {
         let mem = Mem::new(4, 2);
@@ -506,19 +518,13 @@ mod tests {
         mem.words[1].store(u32::MAX - 2, Ordering::Relaxed);
         let mut p = Producer::new(mem.ring(2)).unwrap();
         let mut c = Consumer::new(mem.ring(2));
-        let mut out = [0u32; 2];
         for round in 0..10u32 {
             assert!(p.stage(&[round, 1]).unwrap());
             assert!(p.stage(&[round, 2]).unwrap());
             assert_eq!(c.available().unwrap(), 0, "staged slots are invisible");
             assert!(!p.publish());
             assert_eq!(c.available().unwrap(), 2);
-            c.peek(0, &mut out);
-            assert_eq!(out, [round, 1]);
-            c.peek(1, &mut out);
-            assert_eq!(out, [round, 2]);
-            c.consume(2);
-            c.release();
+            take_round(&mut c, round);
         }
     }
 
@@ -599,7 +605,6 @@ mod tests {
         mem.words[1].store(u32::MAX - 2, Ordering::Relaxed);
         let mut p = Producer::new(mem.stamped(3)).unwrap();
         let mut c = Consumer::new(mem.stamped(3));
-        let mut out = [0u32; 2];
         for round in 0..10u32 {
             assert!(p.stage(&[round, 1]).unwrap());
             assert!(p.stage(&[round, 2]).unwrap());
@@ -609,12 +614,7 @@ mod tests {
             // One slot at a time while polling, every published one on a refresh.
             assert_eq!(c.available().unwrap(), 1);
             assert_eq!(c.refresh().unwrap(), 2);
-            c.peek(0, &mut out);
-            assert_eq!(out, [round, 1]);
-            c.peek(1, &mut out);
-            assert_eq!(out, [round, 2]);
-            c.consume(2);
-            c.release();
+            take_round(&mut c, round);
         }
     }
 

@@ -246,12 +246,7 @@ fn hostile(name: &str, seed: u64) -> i32 {
     }
     let mut rng = Rng::new(seed);
     let c = test_config();
-    let geometry = crate::layout::Geometry {
-        ring_slots: c.ring_slots,
-        chunk_size: c.chunk_size,
-        chunks: c.chunks,
-        headroom: c.headroom,
-    };
+    let geometry = c.geometry();
     let control = geometry.layout().half[0] as u64;
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(2) {

@@ -400,7 +400,6 @@ fn garbage_in_the_region_is_reported_never_a_panic_or_a_hang() {
 /// receiver learns that the peer left instead of waiting for the rest forever.
 #[test]
 fn a_half_published_message_of_a_departed_peer_is_dropped_and_the_departure_reported() {
-    use bypass_shm::layout::Geometry;
     use std::os::unix::fs::FileExt;
 
     let config = small();
@@ -413,13 +412,7 @@ fn a_half_published_message_of_a_departed_peer_is_dropped_and_the_departure_repo
         .open(object_path(&name).unwrap())
         .unwrap();
     let mut b = Channel::open(&name, Duration::ZERO).unwrap();
-    let layout = Geometry {
-        ring_slots: config.ring_slots,
-        chunk_size: config.chunk_size,
-        chunks: config.chunks,
-        headroom: config.headroom,
-    }
-    .layout();
+    let layout = config.geometry().layout();
     let msg_whole = b"whole".to_vec();
     let m = b.alloc_message(&msg_whole).unwrap();
     b.try_send(m).unwrap();
@@ -453,17 +446,11 @@ fn a_half_published_message_of_a_departed_peer_is_dropped_and_the_departure_repo
 /// reported as corruption, whatever their bytes.
 #[test]
 fn a_bad_inline_descriptor_is_reported_as_corruption() {
-    use bypass_shm::layout::{self, Geometry};
+    use bypass_shm::layout;
     use std::os::unix::fs::FileExt;
 
     let config = small();
-    let layout = Geometry {
-        ring_slots: config.ring_slots,
-        chunk_size: config.chunk_size,
-        chunks: config.chunks,
-        headroom: config.headroom,
-    }
-    .layout();
+    let layout = config.geometry().layout();
     let inline = layout::FLAG_INLINE;
     let too_long = layout::INLINE_MAX as u32 + 1;
     for bad in [
