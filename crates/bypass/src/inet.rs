@@ -549,8 +549,7 @@ impl Op {
                 // connection's data to pop: then it is likely to push again at once (an echo, a
                 // proxy), and the segments leave together, in one kick of the device, at the
                 // push that finds nothing left to pop or at the next poll (any wait polls).
-                let more_to_pop =
-                    to.is_none() && stack.tcp_info(h).is_ok_and(|info| info.recv_queued > 0);
+                let more_to_pop = to.is_none() && stack.tcp_recv_queued(h).is_ok_and(|n| n > 0);
                 if !more_to_pop {
                     stack.flush();
                 }
@@ -624,6 +623,15 @@ pub(crate) fn open(
     use bypass_devices::hub::{Hub, HubConfig};
     use bypass_wire::{Ipv4Address, Ipv4Cidr};
 
+    let configured_ip = match &config.net.ip {
+        Some(text) => Some(text.parse::<Ipv4Cidr>().map_err(|_| {
+            Error::new(
+                ErrorKind::Config,
+                format!("net.ip = '{text}' is not an address with a prefix such as 10.0.0.1/24"),
+            )
+        })?),
+        None => None,
+    };
     let (device, default_ip): (AnyDevice, Option<Ipv4Cidr>) = match config.libos {
         LibOsName::Sim => {
             let hub = Hub::named(
@@ -639,7 +647,9 @@ pub(crate) fn open(
             let auto = Ipv4Cidr::new(Ipv4Address::from([10, 0, 1 + (n >> 8) as u8, n as u8]), 16);
             (Box::new(port), Some(auto))
         }
-        LibOsName::Xdp | LibOsName::Packet | LibOsName::Tap => (real_device(config)?, None),
+        LibOsName::Xdp | LibOsName::Packet | LibOsName::Tap => {
+            (real_device(config, configured_ip)?, None)
+        }
         other => {
             return Err(Error::new(
                 ErrorKind::Unsupported,
@@ -647,23 +657,15 @@ pub(crate) fn open(
             ))
         }
     };
-    let ip = match &config.net.ip {
-        Some(text) => text.parse::<Ipv4Cidr>().map_err(|_| {
-            Error::new(
-                ErrorKind::Config,
-                format!("net.ip = '{text}' is not an address with a prefix such as 10.0.0.1/24"),
-            )
-        })?,
-        None => default_ip.ok_or_else(|| {
-            Error::new(
-                ErrorKind::Config,
-                format!(
-                    "the '{}' libOS needs an address: set net.ip (e.g. --ip 10.0.0.1/24)",
-                    config.libos
-                ),
-            )
-        })?,
-    };
+    let ip = configured_ip.or(default_ip).ok_or_else(|| {
+        Error::new(
+            ErrorKind::Config,
+            format!(
+                "the '{}' libOS needs an address: set net.ip (e.g. --ip 10.0.0.1/24)",
+                config.libos
+            ),
+        )
+    })?;
     let mut stack_config = bypass_inet::StackConfig::new(ip);
     if let Some(gw) = &config.net.gateway {
         stack_config.gateway = Some(gw.parse().map_err(|_| {
@@ -694,8 +696,9 @@ pub(crate) fn open(
     Ok(InetEngine::new(stack, config.limits.max_queues))
 }
 
-/// Opens the AF_XDP, AF_PACKET or TAP device the configuration names, in its namespace.
-fn real_device(config: &crate::Config) -> Result<AnyDevice> {
+/// Opens the AF_XDP, AF_PACKET or TAP device the configuration names, in its namespace; `ip` is
+/// the address the stack will own (the AF_PACKET device keeps the kernel's stack off it).
+fn real_device(config: &crate::Config, ip: Option<bypass_wire::Ipv4Cidr>) -> Result<AnyDevice> {
     use crate::config::{LibOsName, PacketRingName, XdpModeName};
     use bypass_devices::{af_packet, af_xdp, tap};
 
@@ -727,14 +730,8 @@ fn real_device(config: &crate::Config) -> Result<AnyDevice> {
                 PacketRingName::V2 => af_packet::PacketConfig::new(iface),
                 PacketRingName::V3 => af_packet::PacketConfig::throughput(iface),
             };
-            // Keep the kernel's stack off our address (a malformed net.ip is reported once
-            // the stack is configured).
-            c.owned_address = config
-                .net
-                .ip
-                .as_deref()
-                .and_then(|text| text.parse::<bypass_wire::Ipv4Cidr>().ok())
-                .map(|cidr| cidr.address.0);
+            // Keep the kernel's stack off our address.
+            c.owned_address = ip.map(|cidr| cidr.address.0);
             af_packet::AfPacket::open(&c).map(|d| Box::new(d) as AnyDevice)
         }
         _ => tap::Tap::open(&tap::TapConfig::new(iface)).map(|d| Box::new(d) as AnyDevice),

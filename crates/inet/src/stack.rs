@@ -1124,6 +1124,12 @@ impl<D: Device> Stack<D> {
         Ok(self.tcb(h)?.error)
     }
 
+    /// Bytes received on the connection and not yet read: [`TcpInfo::recv_queued`] without
+    /// gathering the other counters.
+    pub fn tcp_recv_queued(&mut self, h: SocketHandle) -> Result<usize> {
+        Ok(self.tcb(h)?.recv_queued())
+    }
+
     /// Counters of one connection.
     pub fn tcp_info(&mut self, h: SocketHandle) -> Result<TcpInfo> {
         Ok(self.tcb(h)?.info())
