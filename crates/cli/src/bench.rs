@@ -62,6 +62,20 @@ pub(crate) struct StorageArgs {
     /// Leave out the fio rows.
     #[arg(long)]
     no_fio: bool,
+    /// Measure every row this many times, taking turns, and report medians.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    rounds: u32,
+    /// Queue depths to measure, comma-separated.
+    #[arg(
+        long,
+        value_name = "QD",
+        value_delimiter = ',',
+        default_value = "1,8,32,128"
+    )]
+    depths: Vec<u32>,
+    /// Leave out the page-cache rows.
+    #[arg(long)]
+    no_page_cache: bool,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -275,11 +289,17 @@ fn bench_storage(args: StorageArgs) -> Result<(), CliError> {
             "--runtime must be a positive number of seconds",
         ));
     }
+    if args.rounds == 0 {
+        return Err(CliError::new("--rounds must be at least 1"));
+    }
     let opts = bypass_storage::BenchOptions {
         path: args.path,
         size: args.size_mib << 20,
         runtime: Duration::from_secs_f64(args.runtime),
         fio: !args.no_fio,
+        rounds: args.rounds,
+        depths: args.depths,
+        page_cache: !args.no_page_cache,
         ..bypass_storage::BenchOptions::default()
     };
     let report = bypass_storage::bench(&opts)

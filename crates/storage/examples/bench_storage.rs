@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --release -p bypass-storage --example bench_storage -- \
 //!     [--path FILE] [--size-mib N] [--runtime-secs S] [--depths 1,8,32,128] [--no-fio]
-//!     [--no-page-cache] [--json]
+//!     [--no-page-cache] [--rounds N] [--json]
 //! ```
 
 use std::time::Duration;
@@ -28,6 +28,7 @@ fn main() {
             "--depths" => opts.depths = value().split(',').map(parse).collect(),
             "--no-fio" => opts.fio = false,
             "--no-page-cache" => opts.page_cache = false,
+            "--rounds" => opts.rounds = parse(&value()),
             "--json" => json = true,
             _ => {
                 eprintln!("unknown argument {arg}; see the example's doc comment");

@@ -75,6 +75,10 @@ pub struct BenchOptions {
     pub sqpoll_cpu: Option<u32>,
     /// Also measure page-cache reads (no O_DIRECT, warm cache).
     pub page_cache: bool,
+    /// Times every row is measured, the rows taking turns; each number reported is the
+    /// median over the rounds (default 1). Single points on a virtual disk move by 10-15 %
+    /// from one run to the next, so comparisons within a few percent need several rounds.
+    pub rounds: u32,
 }
 
 impl Default for BenchOptions {
@@ -93,6 +97,7 @@ impl Default for BenchOptions {
                 None
             },
             page_cache: true,
+            rounds: 1,
         }
     }
 }
@@ -112,7 +117,7 @@ pub struct BenchRow {
     pub p99_us: f64,
     /// CPU time (user + system) per I/O, microseconds.
     pub cpu_us_per_io: f64,
-    /// I/Os completed.
+    /// I/Os completed (over all rounds).
     pub ios: u64,
     /// Our rows: `io_uring_enter` calls per I/O.
     pub enters_per_io: Option<f64>,
@@ -130,6 +135,8 @@ pub struct BenchReport {
     pub size: u64,
     pub runtime_secs: f64,
     pub block_size: u32,
+    /// Rounds measured; every number is the median over them.
+    pub rounds: u32,
     /// `fio --version`, if fio ran.
     pub fio_version: Option<String>,
     pub rows: Vec<BenchRow>,
@@ -148,10 +155,15 @@ impl fmt::Display for BenchReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "4 KiB random reads on {} ({:.1} GiB), {:.0} s per point{}",
+            "4 KiB random reads on {} ({:.1} GiB), {:.0} s per point{}{}",
             self.path.display(),
             self.size as f64 / (1u64 << 30) as f64,
             self.runtime_secs,
+            if self.rounds > 1 {
+                format!(", median of {} rounds", self.rounds)
+            } else {
+                String::new()
+            },
             self.fio_version
                 .as_deref()
                 .map(|v| format!(", {v}"))
@@ -196,12 +208,18 @@ impl fmt::Display for BenchReport {
 
 const BLOCK: usize = 4096;
 
-/// Runs the benchmark. Blocks for about `rows × runtime` (31 points by default: ~3 minutes).
+/// Runs the benchmark. Blocks for about `rows × runtime × rounds` (31 points by default: ~3
+/// minutes).
 pub fn bench(opts: &BenchOptions) -> Result<BenchReport> {
-    if opts.size < (BLOCK as u64) * 16 || opts.depths.is_empty() || opts.runtime.is_zero() {
+    if opts.size < (BLOCK as u64) * 16
+        || opts.depths.is_empty()
+        || opts.runtime.is_zero()
+        || opts.rounds == 0
+    {
         return Err(Error::new(
             ErrorKind::InvalidInput,
-            "bench options: size must be at least 64 KiB, depths non-empty, runtime above zero",
+            "bench options: size must be at least 64 KiB, depths non-empty, runtime above zero, \
+             rounds at least 1",
         ));
     }
     if let Some(&d) = opts.depths.iter().find(|&&d| d == 0 || d > 4096) {
@@ -244,11 +262,45 @@ fn run(opts: &BenchOptions) -> Result<BenchReport> {
         size: opts.size,
         runtime_secs: opts.runtime.as_secs_f64(),
         block_size: BLOCK as u32,
+        rounds: opts.rounds,
         fio_version: None,
         rows: Vec::new(),
         notes,
     };
 
+    let fio_version = if opts.fio {
+        match Command::new(&opts.fio_path).arg("--version").output() {
+            Ok(out) if out.status.success() => {
+                Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+            }
+            _ => {
+                report.notes.push(format!(
+                    "fio rows skipped: {} not found; install fio (Debian: apt-get install fio)",
+                    opts.fio_path.display()
+                ));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    if opts.sqpoll_cpu.is_none() {
+        report
+            .notes
+            .push("SQPOLL rows skipped: one CPU only (set sqpoll_cpu to force)".into());
+    }
+    let mut rounds = Vec::with_capacity(opts.rounds as usize);
+    for _ in 0..opts.rounds {
+        rounds.push(measure_round(&path, opts, fio_version.is_some())?);
+    }
+    report.rows = median_rows(&rounds);
+    report.fio_version = fio_version;
+    Ok(report)
+}
+
+/// Measures every row once: ours, then fio's, then the page-cache pair.
+fn measure_round(path: &Path, opts: &BenchOptions, fio: bool) -> Result<Vec<BenchRow>> {
+    let mut rows = Vec::new();
     let plain = EngineConfig {
         register_buffers: false,
         ..EngineConfig::default()
@@ -272,37 +324,16 @@ fn run(opts: &BenchOptions) -> Result<BenchReport> {
         ("bypass+fixed+batched", batched, Wait::Sleep),
         ("bypass+spin", fixed, Wait::Spin),
     ];
-    match sqpoll {
-        Some(c) => ours.push(("bypass+sqpoll", c, Wait::Spin)),
-        None => report
-            .notes
-            .push("SQPOLL rows skipped: one CPU only (set sqpoll_cpu to force)".into()),
+    if let Some(c) = sqpoll {
+        ours.push(("bypass+sqpoll", c, Wait::Spin));
     }
     for (name, config, wait) in &ours {
         for &qd in &opts.depths {
-            report
-                .rows
-                .push(ours_row(name, config, *wait, &path, opts, qd, true));
+            rows.push(ours_row(name, config, *wait, path, opts, qd, true));
         }
     }
 
-    let fio_version = if opts.fio {
-        match Command::new(&opts.fio_path).arg("--version").output() {
-            Ok(out) if out.status.success() => {
-                Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
-            }
-            _ => {
-                report.notes.push(format!(
-                    "fio rows skipped: {} not found; install fio (Debian: apt-get install fio)",
-                    opts.fio_path.display()
-                ));
-                None
-            }
-        }
-    } else {
-        None
-    };
-    if fio_version.is_some() {
+    if fio {
         let mut engines: Vec<(&str, Vec<String>)> = vec![
             ("fio psync", vec!["--ioengine=psync".into()]),
             ("fio libaio", vec!["--ioengine=libaio".into()]),
@@ -333,35 +364,77 @@ fn run(opts: &BenchOptions) -> Result<BenchReport> {
                 if *name == "fio psync" && qd != 1 {
                     continue;
                 }
-                report.rows.push(fio_row(name, args, &path, opts, qd, true));
+                rows.push(fio_row(name, args, path, opts, qd, true));
             }
         }
     }
-    report.fio_version = fio_version;
 
     if opts.page_cache {
-        warm_cache(&path, opts.size)?;
-        report.rows.push(ours_row(
+        warm_cache(path, opts.size)?;
+        rows.push(ours_row(
             "bypass",
             &EngineConfig::default(),
             Wait::Sleep,
-            &path,
+            path,
             opts,
             32,
             false,
         ));
-        if report.fio_version.is_some() {
-            report.rows.push(fio_row(
+        if fio {
+            rows.push(fio_row(
                 "fio io_uring",
                 &["--ioengine=io_uring".to_string()],
-                &path,
+                path,
                 opts,
                 32,
                 false,
             ));
         }
     }
-    Ok(report)
+    Ok(rows)
+}
+
+/// Row by row, the median of each number over the rounds (which all list the same rows in
+/// the same order). A row that failed in any round is reported as failed.
+fn median_rows(rounds: &[Vec<BenchRow>]) -> Vec<BenchRow> {
+    let Some(first) = rounds.first() else {
+        return Vec::new();
+    };
+    assert!(rounds.iter().all(|r| r.len() == first.len()));
+    (0..first.len())
+        .map(|i| {
+            let all: Vec<&BenchRow> = rounds.iter().map(|r| &r[i]).collect();
+            if let Some(failed) = all.iter().find(|r| r.error.is_some()) {
+                return (*failed).clone();
+            }
+            let median = |field: fn(&BenchRow) -> Option<f64>| -> Option<f64> {
+                let mut v: Vec<f64> = all.iter().filter_map(|r| field(r)).collect();
+                if v.is_empty() {
+                    return None;
+                }
+                v.sort_by(f64::total_cmp);
+                let mid = v.len() / 2;
+                Some(if v.len() % 2 == 1 {
+                    v[mid]
+                } else {
+                    (v[mid - 1] + v[mid]) / 2.0
+                })
+            };
+            BenchRow {
+                engine: all[0].engine.clone(),
+                queue_depth: all[0].queue_depth,
+                direct: all[0].direct,
+                kiops: median(|r| Some(r.kiops)).unwrap_or(0.0),
+                p50_us: median(|r| Some(r.p50_us)).unwrap_or(0.0),
+                p99_us: median(|r| Some(r.p99_us)).unwrap_or(0.0),
+                cpu_us_per_io: median(|r| Some(r.cpu_us_per_io)).unwrap_or(0.0),
+                ios: all.iter().map(|r| r.ios).sum(),
+                enters_per_io: median(|r| r.enters_per_io),
+                fio_clat_p50_us: median(|r| r.fio_clat_p50_us),
+                error: None,
+            }
+        })
+        .collect()
 }
 
 /// Deletes the test file if the benchmark created it, even if it fails.

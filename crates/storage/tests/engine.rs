@@ -136,6 +136,75 @@ fn random_extents_read_back_direct_without_fixed_buffers() {
 }
 
 #[test]
+fn random_extents_read_back_without_deferred_completion_work() {
+    let config = EngineConfig {
+        defer_taskrun: false,
+        ..EngineConfig::default()
+    };
+    random_extents(&config, true, 5);
+}
+
+/// With completion work deferred to this thread, completions appear only after an
+/// `io_uring_enter`: `poll` and `spin` must make one when the kernel flags pending work, and
+/// make none otherwise.
+#[test]
+fn deferred_completions_are_posted_by_poll_and_by_spin() {
+    let dir = TempDir::new("deferred");
+    let path = dir.join("f");
+    let data: Vec<u8> = (0..(16 * 4096u32)).map(|i| (i / 4096 + 1) as u8).collect();
+    std::fs::write(&path, &data).unwrap();
+    let mut e = engine(64, &EngineConfig::default());
+    assert!(
+        e.defer_taskrun(),
+        "this kernel (6.1+) defers completion work to the issuing thread"
+    );
+    let f = e.open(&path, &OpenOptions::new()).unwrap();
+    let check = |i: u64, c: Completion| {
+        let Completion::Read(sga) = c else {
+            panic!("not a read")
+        };
+        assert_eq!(sga.to_vec(), vec![i as u8 + 1; 4096], "block {i}");
+    };
+
+    // poll: reads complete by polling alone, within a bounded time.
+    let ops: Vec<OpId> = (0..8).map(|i| e.read(f, i * 4096, 4096).unwrap()).collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut done = 0;
+    while done < ops.len() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "poll never posted the deferred completions"
+        );
+        done += e.poll().unwrap();
+    }
+    for (i, &op) in ops.iter().enumerate() {
+        check(i as u64, e.take(op).unwrap().expect("completed"));
+    }
+    // Nothing in flight and nothing pending: poll makes no system call.
+    let before = e.stats().enter_calls;
+    e.poll().unwrap();
+    assert_eq!(
+        e.stats().enter_calls,
+        before,
+        "an idle poll enters the kernel"
+    );
+
+    // spin: the same, busy-polling.
+    let ops: Vec<OpId> = (8..16)
+        .map(|i| e.read(f, i * 4096, 4096).unwrap())
+        .collect();
+    let mut done = 0;
+    while done < ops.len() {
+        let n = e.spin(Some(std::time::Duration::from_secs(10))).unwrap();
+        assert!(n > 0, "spin timed out with reads in flight");
+        done += n;
+    }
+    for (i, &op) in ops.iter().enumerate() {
+        check(i as u64 + 8, e.take(op).unwrap().expect("completed"));
+    }
+}
+
+#[test]
 fn random_extents_read_back_with_sqpoll() {
     let config = EngineConfig {
         sqpoll: Some(SqPoll {
