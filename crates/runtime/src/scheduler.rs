@@ -61,11 +61,17 @@ impl TaskId {
     }
 }
 
-/// Which slots are ready to run: one bit per slot, plus a summary bit per 64-slot word so that
-/// draining costs O(ready words), not O(slots).
+/// Which slots are ready to run: one bit per slot, a summary bit per 64-slot word, and a top
+/// word with a bit per summary word (summary word `s` sets bit `s % 64`), so that checking for
+/// ready slots is one load and draining costs O(ready words), not O(slots): a spinning wait
+/// drains once per turn.
+///
+/// Marks set the levels bottom-up and drains clear them top-down, so a slot marked while a
+/// drain runs is either taken by that drain or still flagged at every level for the next.
 struct ReadySet {
     words: Box<[AtomicU64]>,
     summary: Box<[AtomicU64]>,
+    top: AtomicU64,
 }
 
 impl ReadySet {
@@ -75,27 +81,41 @@ impl ReadySet {
         ReadySet {
             words: (0..words).map(|_| AtomicU64::new(0)).collect(),
             summary: (0..summaries).map(|_| AtomicU64::new(0)).collect(),
+            top: AtomicU64::new(0),
         }
     }
 
     fn mark(&self, index: u32) {
         let word = index as usize / 64;
+        let summary = word / 64;
         self.words[word].fetch_or(1 << (index % 64), Ordering::Release);
-        self.summary[word / 64].fetch_or(1 << (word % 64), Ordering::Release);
+        self.summary[summary].fetch_or(1 << (word % 64), Ordering::Release);
+        self.top.fetch_or(1 << (summary % 64), Ordering::Release);
+    }
+
+    fn any(&self) -> bool {
+        self.top.load(Ordering::Relaxed) != 0
     }
 
     /// Calls `f` for every marked slot, clearing the marks first.
     fn drain(&self, mut f: impl FnMut(u32)) {
-        for (s, summary) in self.summary.iter().enumerate() {
-            let mut words = summary.swap(0, Ordering::Acquire);
-            while words != 0 {
-                let w = s * 64 + words.trailing_zeros() as usize;
-                words &= words - 1;
-                let mut bits = self.words[w].swap(0, Ordering::Acquire);
-                while bits != 0 {
-                    let index = w * 64 + bits.trailing_zeros() as usize;
-                    bits &= bits - 1;
-                    f(index as u32);
+        let mut top = self.top.swap(0, Ordering::Acquire);
+        while top != 0 {
+            let first = top.trailing_zeros() as usize;
+            top &= top - 1;
+            // Summary words `first`, `first + 64`, … share this top bit (more than 64 only
+            // beyond 262,144 slots).
+            for s in (first..self.summary.len()).step_by(64) {
+                let mut words = self.summary[s].swap(0, Ordering::Acquire);
+                while words != 0 {
+                    let w = s * 64 + words.trailing_zeros() as usize;
+                    words &= words - 1;
+                    let mut bits = self.words[w].swap(0, Ordering::Acquire);
+                    while bits != 0 {
+                        let index = w * 64 + bits.trailing_zeros() as usize;
+                        bits &= bits - 1;
+                        f(index as u32);
+                    }
                 }
             }
         }
@@ -277,10 +297,7 @@ impl<C, T: Task<C>> Scheduler<C, T> {
 
     /// Whether any task has been woken and waits to run.
     pub fn has_ready(&self) -> bool {
-        self.ready
-            .summary
-            .iter()
-            .any(|s| s.load(Ordering::Relaxed) != 0)
+        self.ready.any()
     }
 
     /// Whether the task has completed (and its result waits to be taken).
@@ -387,6 +404,27 @@ mod tests {
     use std::cell::Cell;
     use std::rc::Rc;
     use std::time::Duration;
+
+    #[test]
+    fn the_ready_set_finds_every_mark_once_beyond_64_summary_words() {
+        // 300,000 slots: 73 summary words, so summary words 0 and 64 share a top bit.
+        let set = ReadySet::new(300_000);
+        assert!(!set.any());
+        let marks = [
+            0u32, 5, 63, 64, 4095, 4096, 70_000, 262_143, 262_144, 262_151, 299_999,
+        ];
+        for &m in marks.iter().rev() {
+            set.mark(m);
+            set.mark(m); // twice: still drained once
+        }
+        assert!(set.any());
+        let mut seen = Vec::new();
+        set.drain(|i| seen.push(i));
+        seen.sort_unstable();
+        assert_eq!(seen, marks);
+        assert!(!set.any());
+        set.drain(|i| panic!("slot {i} drained twice"));
+    }
 
     /// A task that completes once the context counter reaches `target`, waking itself through a
     /// waker stored in the context.
