@@ -592,7 +592,7 @@ fn shm_throughput(
             }
         }
         sent += 1;
-        if sent % 32 == 0 {
+        if sent.is_multiple_of(32) {
             ch.flush()?;
         }
     }

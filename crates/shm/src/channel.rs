@@ -741,7 +741,7 @@ impl Channel {
             }
             let start = *start.get_or_insert_with(Instant::now);
             spins = spins.wrapping_add(1);
-            if spins % CLOCK_EVERY == 0 {
+            if spins.is_multiple_of(CLOCK_EVERY) {
                 if timeout.is_some_and(|t| start.elapsed() >= t) {
                     return Err(Error::new(
                         ErrorKind::TimedOut,
@@ -866,7 +866,7 @@ impl Channel {
             Ok(None) => {
                 // Idle: hand back consumed slots, and now and then every chunk let go of.
                 self.rx.release();
-                if self.idle_polls % CLOCK_EVERY == 0 {
+                if self.idle_polls.is_multiple_of(CLOCK_EVERY) {
                     self.flush_returns(true)?;
                 }
                 let Some(departed) = self.peer_departure() else {
@@ -1067,7 +1067,7 @@ impl Channel {
                     }
                 }
                 self.idle_polls = self.idle_polls.wrapping_add(1);
-                if self.idle_polls % CLOCK_EVERY != 0 {
+                if !self.idle_polls.is_multiple_of(CLOCK_EVERY) {
                     return None;
                 }
                 let now = Instant::now();
@@ -1122,7 +1122,7 @@ impl Channel {
                 start = Some(Instant::now());
             }
             let elapsed = || start.map_or(Duration::ZERO, |s| s.elapsed());
-            if polls % CLOCK_EVERY == 0 {
+            if polls.is_multiple_of(CLOCK_EVERY) {
                 if let Some(t) = timeout {
                     if elapsed() >= t {
                         return Err(self.timed_out());

@@ -134,7 +134,9 @@ impl Geometry {
                 g.ring_slots
             )));
         }
-        if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&g.chunk_size) || g.chunk_size % 64 != 0 {
+        if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&g.chunk_size)
+            || !g.chunk_size.is_multiple_of(64)
+        {
             return Err(Error::invalid(format!(
                 "chunk_size = {}: must be a multiple of 64 in {MIN_CHUNK_SIZE}..={MAX_CHUNK_SIZE}",
                 g.chunk_size
@@ -221,7 +223,7 @@ mod tests {
             prev_end = r.end();
         }
         assert_eq!(l.ret[0].capacity, 1024);
-        assert!(l.half[0] >= prev_end && l.half[0] % 4096 == 0);
+        assert!(l.half[0] >= prev_end && l.half[0].is_multiple_of(4096));
         assert_eq!(l.len, l.half[0] + 2 * 2048 * 1000);
     }
 

@@ -54,7 +54,7 @@ impl Region {
     /// The 32-bit word at `offset`.
     pub fn u32_at(&self, offset: usize) -> &AtomicU32 {
         assert!(
-            offset % 4 == 0 && offset + 4 <= self.len,
+            offset.is_multiple_of(4) && offset + 4 <= self.len,
             "word {offset} outside the region"
         );
         // SAFETY: in bounds and aligned (checked above; the base is page-aligned). AtomicU32 has
@@ -67,7 +67,7 @@ impl Region {
     /// The 64-bit word at `offset`.
     pub fn u64_at(&self, offset: usize) -> &AtomicU64 {
         assert!(
-            offset % 8 == 0 && offset + 8 <= self.len,
+            offset.is_multiple_of(8) && offset + 8 <= self.len,
             "word {offset} outside the region"
         );
         // SAFETY: as in `u32_at`, with 8-byte alignment checked.
@@ -78,7 +78,8 @@ impl Region {
     pub fn u32s_at(&self, offset: usize, count: usize) -> &[AtomicU32] {
         let bytes = count.checked_mul(4).expect("word count overflows");
         assert!(
-            offset % 4 == 0 && offset.checked_add(bytes).is_some_and(|end| end <= self.len),
+            offset.is_multiple_of(4)
+                && offset.checked_add(bytes).is_some_and(|end| end <= self.len),
             "words {offset}+{bytes} outside the region"
         );
         // SAFETY: as in `u32_at`, for the whole in-bounds, aligned range.

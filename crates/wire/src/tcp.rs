@@ -408,7 +408,7 @@ impl<'a> TcpOption<'a> {
             (kind::MSS, 4) => TcpOption::MaxSegmentSize(bytes::get_u16(data, 0)),
             (kind::WS, 3) => TcpOption::WindowScale(data[0]),
             (kind::SACK_PERM, 2) => TcpOption::SackPermitted,
-            (kind::SACK, _) if (10..=34).contains(&length) && (length - 2) % 8 == 0 => {
+            (kind::SACK, _) if (10..=34).contains(&length) && (length - 2).is_multiple_of(8) => {
                 let mut ranges = [None; 4];
                 for (slot, block) in ranges.iter_mut().zip(data.chunks_exact(8)) {
                     *slot = Some((bytes::get_u32(block, 0), bytes::get_u32(block, 4)));
