@@ -8,7 +8,10 @@
 //! ```text
 //! cargo build --release -p bypass --example api_cost
 //! valgrind --tool=callgrind target/release/examples/api_cost 20000 [sim|kernel|shm]
+//! valgrind --tool=callgrind target/release/examples/api_cost 20000 idle-[sim|kernel]
 //! ```
+//! The `idle-` modes count one turn of a spinning wait that finds nothing (a pop parked on a
+//! connection nobody writes to), per turn instead of per round trip.
 //! Subtract a run with fewer round trips to remove the set-up.
 
 use std::net::SocketAddrV4;
@@ -32,10 +35,13 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(20_000);
     let mode = std::env::args().nth(2).unwrap_or_else(|| "sim".into());
+    if let Some(libos) = mode.strip_prefix("idle-") {
+        return idle_turns(round_trips, libos);
+    }
     let (mut server, mut client, s, c) = match mode.as_str() {
         "shm" => shm_pair(),
         "kernel" | "sim" => socket_pair(mode == "kernel"),
-        other => panic!("unknown mode {other}: use sim, kernel or shm"),
+        other => panic!("unknown mode {other}: use sim, kernel, shm, idle-sim or idle-kernel"),
     };
     let msg = [7u8; 64];
     let t0 = std::time::Instant::now();
@@ -68,6 +74,24 @@ fn main() {
         let _ = client.close(c);
         let _ = server.close(s);
     }
+}
+
+/// `turns` polls of a LibOs whose only operation is a pop on a connection the peer never
+/// writes to: what one turn of a spinning wait costs when it finds nothing, which is how far
+/// apart a spinning end looks for the next message.
+fn idle_turns(turns: u64, libos: &str) {
+    let (_server, mut client, _s, c) = match libos {
+        "sim" | "kernel" => socket_pair(libos == "kernel"),
+        other => panic!("unknown mode idle-{other}: use idle-sim or idle-kernel"),
+    };
+    let pop = client.pop(c).unwrap();
+    let t0 = std::time::Instant::now();
+    for _ in 0..turns {
+        client.poll().expect("poll");
+    }
+    assert!(!client.is_done(pop).unwrap(), "nothing was sent");
+    let ns = t0.elapsed().as_nanos() as f64 / turns as f64;
+    println!("{turns} idle turns, {ns:.0} ns each");
 }
 
 /// A TCP connection between two LibOses: over an in-process wire, or kernel sockets on loopback.
