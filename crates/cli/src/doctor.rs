@@ -145,6 +145,24 @@ fn io_uring() -> Vec<Check> {
             ),
         },
     );
+    checks.push(
+        match io_uring::IoUring::<io_uring::squeue::Entry>::builder()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_taskrun_flag()
+            .build(8)
+        {
+            Ok(_) => ok(
+                "io_uring DEFER_TASKRUN",
+                "storage completions run in the LibOs's own thread",
+            ),
+            Err(e) => missing(
+                "io_uring DEFER_TASKRUN",
+                format!("setup with IORING_SETUP_DEFER_TASKRUN failed: {e}"),
+                "needs Linux 6.1+; storage queues work without it, completing a little later",
+            ),
+        },
+    );
     checks.push(match ring.submitter().register_buffers_sparse(1) {
         Ok(()) => ok(
             "io_uring reg. buffers",
