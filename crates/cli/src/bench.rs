@@ -417,6 +417,11 @@ fn print_table(r: &BenchReport) {
         Some((c, s)) => println!("client on CPU {c}, server on CPU {s}, both busy-polling"),
         None => println!("not pinned (one CPU), both busy-polling"),
     }
+    if r.results.iter().any(|row| row.target == "sim") {
+        println!(
+            "sim: client and server in one thread on the client's CPU, over the in-process wire"
+        );
+    }
     println!(
         "{:<8} {:>9} {:>10} {:>8} {:>8} {:>9} {:>9} {:>12}",
         "target", "messages", "msgs/s", "p50 µs", "p99 µs", "p99.9 µs", "max µs", "p50 / linux"
@@ -456,6 +461,8 @@ fn measure(
             let (messages, elapsed_ns, h) = if i == 0 {
                 linux_ping_pong(args.size, per_round, args.warmup, server_cpu)
                     .map_err(|e| CliError::new(format!("linux reference: {e}")))?
+            } else if libs[i - 1] == LibOsName::Sim {
+                sim_ping_pong(file, args.size, per_round, args.warmup)?
             } else {
                 bypass_ping_pong(
                     file,
@@ -475,6 +482,27 @@ fn measure(
         }
     }
     Ok(samples)
+}
+
+/// One round over `sim`: client and server LibOs both in this thread (pinned to the client's
+/// CPU), joined by the in-process wire, so the round trip is the stack and the queue API alone.
+fn sim_ping_pong(
+    file: &FileConfig,
+    size: usize,
+    limit: Limit,
+    warmup: u64,
+) -> Result<(u64, u64, Histogram<u64>), CliError> {
+    let mut server = libos(file, Some(LibOsName::Sim))?;
+    let mut client = libos(file, Some(LibOsName::Sim))?;
+    crate::ping_pong::one_thread_ping_pong(
+        &mut server,
+        &mut client,
+        ephemeral_listen(LibOsName::Sim),
+        size,
+        limit,
+        warmup,
+    )
+    .map_err(|e| CliError::from(e).context("sim (one thread)"))
 }
 
 /// One round over a libOS: the `bypass-echo` server and client, 1 TCP connection.

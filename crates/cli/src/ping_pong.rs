@@ -217,3 +217,112 @@ pub(crate) fn api_ping_pong(
     let _ = libos.close(qd);
     result
 }
+
+/// The `sim` target: a client and a server LibOs in this one thread, joined by the in-process
+/// wire, driven in turn through the queue API. Each round trip: the client pushes the message;
+/// both LibOses are polled, the server echoing whatever its pop brings, until the client's pops
+/// have brought the whole echo back. Nothing crosses a CPU or the kernel, so this is the stack
+/// and the queue API alone, both ends' work on one core. Returns what [`api_ping_pong`] returns.
+pub(crate) fn one_thread_ping_pong(
+    server: &mut LibOs,
+    client: &mut LibOs,
+    listen: SocketAddrV4,
+    size: usize,
+    limit: Limit,
+    warmup: u64,
+) -> bypass::Result<(u64, u64, Histogram<u64>)> {
+    let l = server.socket(SocketKind::Stream)?;
+    let c = client.socket(SocketKind::Stream)?;
+    let result = (|| {
+        server.bind(l, listen)?;
+        server.listen(l, 1)?;
+        let addr = server.local_addr(l)?;
+        let accept = server.accept(l)?;
+        let connect = client.connect(c, addr)?;
+        let mut spins = 0;
+        let started = Instant::now();
+        while !(server.is_done(accept)? && client.is_done(connect)?) {
+            poll_both(server, client, started, &mut spins)?;
+        }
+        client.wait(connect, None)?.ok()?;
+        let s = match server.wait(accept, None)?.ok()?.value {
+            bypass::QValue::Accepted { qd, .. } => qd,
+            other => {
+                return Err(Error::new(
+                    ErrorKind::InvalidArgument,
+                    format!("accept completed as {other:?}"),
+                ))
+            }
+        };
+        let mut run = Run::new(size, limit, warmup);
+        let mut spop = server.pop(s)?;
+        let mut echoes = Vec::with_capacity(4);
+        while let Some(seq) = run.next() {
+            let t0 = Instant::now();
+            let push = client.push(c, client.sga_from_slice(&run.msg)?)?;
+            let mut cpop = client.pop(c)?;
+            let mut got = 0;
+            while got < size {
+                poll_both(server, client, t0, &mut spins)?;
+                if server.is_done(spop)? {
+                    let sga = server.wait(spop, None)?.into_sga()?;
+                    if sga.is_empty() {
+                        return Err(Error::new(
+                            ErrorKind::ConnectionReset,
+                            format!("the client closed during message {seq}"),
+                        ));
+                    }
+                    echoes.push(server.push(s, sga)?);
+                    spop = server.pop(s)?;
+                }
+                if client.is_done(cpop)? {
+                    let sga = client.wait(cpop, None)?.into_sga()?;
+                    if sga.is_empty() || got + sga.len() > size {
+                        return Err(Error::new(
+                            ErrorKind::InvalidArgument,
+                            format!("the echo of message {seq} is {} B too long", sga.len()),
+                        ));
+                    }
+                    got += sga.copy_to(&mut run.back[got..]);
+                    if got < size {
+                        cpop = client.pop(c)?;
+                    }
+                }
+            }
+            let rtt = t0.elapsed();
+            client.wait(push, None)?.ok()?;
+            for echo in echoes.drain(..) {
+                while !server.is_done(echo)? {
+                    poll_both(server, client, t0, &mut spins)?;
+                }
+                server.wait(echo, None)?.ok()?;
+            }
+            run.record(rtt)
+                .map_err(|e| Error::new(ErrorKind::InvalidArgument, e))?;
+        }
+        Ok(run.result())
+    })();
+    let _ = client.close(c);
+    let _ = server.close(l);
+    result
+}
+
+/// One turn of each LibOs; fails once `since` is [`DEADLINE`] ago (the clock is read only
+/// every 4096 calls, counted in `spins`, as the reference client does).
+fn poll_both(
+    server: &mut LibOs,
+    client: &mut LibOs,
+    since: Instant,
+    spins: &mut u32,
+) -> bypass::Result<()> {
+    server.poll()?;
+    client.poll()?;
+    *spins = spins.wrapping_add(1);
+    if spins.is_multiple_of(4096) && since.elapsed() > DEADLINE {
+        return Err(Error::new(
+            ErrorKind::TimedOut,
+            format!("no progress for {} s", DEADLINE.as_secs()),
+        ));
+    }
+    Ok(())
+}

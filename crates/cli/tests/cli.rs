@@ -228,15 +228,26 @@ fn echo_over_udp_prints_a_table() {
 #[test]
 fn bench_echo_compares_with_linux_sockets() {
     let out = bypass(&[
-        "bench", "echo", "--libos", "kernel", "--count", "400", "--rounds", "2", "--warmup", "50",
+        "bench",
+        "echo",
+        "--libos",
+        "kernel,sim",
+        "--count",
+        "400",
+        "--rounds",
+        "2",
+        "--warmup",
+        "50",
         "--json",
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let results = report["results"].as_array().unwrap();
-    assert_eq!(results.len(), 2);
+    assert_eq!(results.len(), 3);
     assert_eq!(results[0]["target"], "linux");
     assert_eq!(results[1]["target"], "kernel");
+    // Both sim LibOses in one thread: every echo checked byte for byte, 200 per round.
+    assert_eq!(results[2]["target"], "sim");
     assert_eq!(results[0]["p50_vs_linux"], 1.0);
     for r in results {
         assert_eq!(r["messages"], 400);
