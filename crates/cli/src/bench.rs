@@ -109,7 +109,8 @@ pub(crate) struct EchoArgs {
     /// and packet also at both ends; adds a bulk echo throughput column. Needs root.
     #[arg(long, value_enum, value_name = "KIND")]
     topo: Option<crate::veth_bench::TopoKind>,
-    /// With --topo: MiB echoed over one connection for the throughput column.
+    /// MiB sent over one connection for the throughput column: echoed with --topo; from client
+    /// to server on `sim` (one thread).
     #[arg(long, value_name = "MIB", default_value_t = 64)]
     bulk_mib: u64,
     #[command(flatten)]
@@ -131,6 +132,9 @@ struct Sample {
     messages: u64,
     elapsed_ns: u64,
     histogram: Histogram<u64>,
+    /// One-connection bulk (measured on `sim` only): bytes and nanoseconds over the rounds.
+    bulk_bytes: u64,
+    bulk_ns: u64,
 }
 
 #[derive(Serialize)]
@@ -141,6 +145,9 @@ struct Row {
     latency_us: Latency,
     /// This target's p50 over the `linux` reference's p50.
     p50_vs_linux: f64,
+    /// One-connection bulk throughput, client to server, in GB/s (`sim` only: one thread).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bulk_gb_per_s: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -385,6 +392,7 @@ fn echo(global: &Global, args: EchoArgs) -> Result<(), CliError> {
                     0.0
                 },
                 latency_us: Latency::from_histogram(&s.histogram),
+                bulk_gb_per_s: (s.bulk_ns > 0).then(|| s.bulk_bytes as f64 / s.bulk_ns as f64),
                 messages: s.messages,
                 target: s.target,
             }
@@ -433,6 +441,14 @@ fn print_table(r: &BenchReport) {
             row.target, row.messages, row.msgs_per_s, l.p50, l.p99, l.p999, l.max, row.p50_vs_linux
         );
     }
+    for row in &r.results {
+        if let Some(gbps) = row.bulk_gb_per_s {
+            println!(
+                "{} bulk: {:.2} GB/s, client to server over one connection, every byte checked",
+                row.target, gbps
+            );
+        }
+    }
 }
 
 /// Runs every target `rounds` times, in turn; the first sample is `linux`.
@@ -452,6 +468,8 @@ fn measure(
             messages: 0,
             elapsed_ns: 0,
             histogram: new_histogram(),
+            bulk_bytes: 0,
+            bulk_ns: 0,
         })
         .collect();
     let server_cpu = pinned.map(|(_, s)| s);
@@ -462,7 +480,12 @@ fn measure(
                 linux_ping_pong(args.size, per_round, args.warmup, server_cpu)
                     .map_err(|e| CliError::new(format!("linux reference: {e}")))?
             } else if libs[i - 1] == LibOsName::Sim {
-                sim_ping_pong(file, args.size, per_round, args.warmup)?
+                let bulk = (args.bulk_mib << 20) / u64::from(args.rounds);
+                let (ping_pong, bulk_ns) =
+                    sim_one_thread(file, args.size, per_round, args.warmup, bulk)?;
+                sample.bulk_bytes += bulk;
+                sample.bulk_ns += bulk_ns;
+                ping_pong
             } else {
                 bypass_ping_pong(
                     file,
@@ -485,24 +508,36 @@ fn measure(
 }
 
 /// One round over `sim`: client and server LibOs both in this thread (pinned to the client's
-/// CPU), joined by the in-process wire, so the round trip is the stack and the queue API alone.
-fn sim_ping_pong(
+/// CPU), joined by the in-process wire, so the round trip is the stack and the queue API alone;
+/// then `bulk` bytes over a second connection (0: none). Returns the ping-pong's result and the
+/// bulk's nanoseconds.
+type PingPong = (u64, u64, Histogram<u64>);
+fn sim_one_thread(
     file: &FileConfig,
     size: usize,
     limit: Limit,
     warmup: u64,
-) -> Result<(u64, u64, Histogram<u64>), CliError> {
+    bulk: u64,
+) -> Result<(PingPong, u64), CliError> {
     let mut server = libos(file, Some(LibOsName::Sim))?;
     let mut client = libos(file, Some(LibOsName::Sim))?;
-    crate::ping_pong::one_thread_ping_pong(
+    let listen = ephemeral_listen(LibOsName::Sim);
+    let ping_pong = crate::ping_pong::one_thread_ping_pong(
         &mut server,
         &mut client,
-        ephemeral_listen(LibOsName::Sim),
+        listen,
         size,
         limit,
         warmup,
     )
-    .map_err(|e| CliError::from(e).context("sim (one thread)"))
+    .map_err(|e| CliError::from(e).context("sim ping-pong (one thread)"))?;
+    let bulk_ns = if bulk == 0 {
+        0
+    } else {
+        crate::ping_pong::one_thread_bulk(&mut server, &mut client, listen, bulk)
+            .map_err(|e| CliError::from(e).context("sim bulk (one thread)"))?
+    };
+    Ok((ping_pong, bulk_ns))
 }
 
 /// One round over a libOS: the `bypass-echo` server and client, 1 TCP connection.

@@ -234,26 +234,8 @@ pub(crate) fn one_thread_ping_pong(
     let l = server.socket(SocketKind::Stream)?;
     let c = client.socket(SocketKind::Stream)?;
     let result = (|| {
-        server.bind(l, listen)?;
-        server.listen(l, 1)?;
-        let addr = server.local_addr(l)?;
-        let accept = server.accept(l)?;
-        let connect = client.connect(c, addr)?;
         let mut spins = 0;
-        let started = Instant::now();
-        while !(server.is_done(accept)? && client.is_done(connect)?) {
-            poll_both(server, client, started, &mut spins)?;
-        }
-        client.wait(connect, None)?.ok()?;
-        let s = match server.wait(accept, None)?.ok()?.value {
-            bypass::QValue::Accepted { qd, .. } => qd,
-            other => {
-                return Err(Error::new(
-                    ErrorKind::InvalidArgument,
-                    format!("accept completed as {other:?}"),
-                ))
-            }
-        };
+        let s = connect_in_one_thread(server, client, l, c, listen, &mut spins)?;
         let mut run = Run::new(size, limit, warmup);
         let mut spop = server.pop(s)?;
         let mut echoes = Vec::with_capacity(4);
@@ -301,6 +283,115 @@ pub(crate) fn one_thread_ping_pong(
                 .map_err(|e| Error::new(ErrorKind::InvalidArgument, e))?;
         }
         Ok(run.result())
+    })();
+    let _ = client.close(c);
+    let _ = server.close(l);
+    result
+}
+
+/// Connects client socket `c` to server socket `l` (bound to `listen`, then listening), both
+/// LibOses in this thread; returns the server's accepted queue.
+fn connect_in_one_thread(
+    server: &mut LibOs,
+    client: &mut LibOs,
+    l: bypass::QDesc,
+    c: bypass::QDesc,
+    listen: SocketAddrV4,
+    spins: &mut u32,
+) -> bypass::Result<bypass::QDesc> {
+    server.bind(l, listen)?;
+    server.listen(l, 1)?;
+    let addr = server.local_addr(l)?;
+    let accept = server.accept(l)?;
+    let connect = client.connect(c, addr)?;
+    let started = Instant::now();
+    while !(server.is_done(accept)? && client.is_done(connect)?) {
+        poll_both(server, client, started, spins)?;
+    }
+    client.wait(connect, None)?.ok()?;
+    match server.wait(accept, None)?.ok()?.value {
+        bypass::QValue::Accepted { qd, .. } => Ok(qd),
+        other => Err(Error::new(
+            ErrorKind::InvalidArgument,
+            format!("accept completed as {other:?}"),
+        )),
+    }
+}
+
+/// Pushes kept in flight by [`one_thread_bulk`].
+const BULK_PUSHES: usize = 8;
+
+/// One-connection bulk on `sim` with both LibOses in this thread, as [`one_thread_ping_pong`]
+/// runs them: the client pushes `total` bytes of the bulk stream in 64 KiB pushes (up to
+/// [`BULK_PUSHES`] in flight), the server pops them and checks every byte. Returns the
+/// nanoseconds from the first push to the last byte checked.
+pub(crate) fn one_thread_bulk(
+    server: &mut LibOs,
+    client: &mut LibOs,
+    listen: SocketAddrV4,
+    total: u64,
+) -> bypass::Result<u64> {
+    use crate::veth_bench::{check_bulk, fill_bulk, BULK_CHUNK};
+    let l = server.socket(SocketKind::Stream)?;
+    let c = client.socket(SocketKind::Stream)?;
+    let result = (|| {
+        let mut spins = 0;
+        let s = connect_in_one_thread(server, client, l, c, listen, &mut spins)?;
+        let t0 = Instant::now();
+        let (mut sent, mut received) = (0u64, 0u64);
+        let mut pushes = std::collections::VecDeque::with_capacity(BULK_PUSHES);
+        let mut pop = server.pop(s)?;
+        while received < total {
+            while pushes.len() < BULK_PUSHES && sent < total {
+                let n = (total - sent).min(BULK_CHUNK as u64) as usize;
+                let mut sga = client.sga_alloc(n)?;
+                for seg in sga.segments_mut() {
+                    let bytes = seg.as_mut_slice();
+                    fill_bulk(bytes, sent);
+                    sent += bytes.len() as u64;
+                }
+                pushes.push_back(client.push(c, sga)?);
+            }
+            poll_both(server, client, t0, &mut spins)?;
+            while let Some(&push) = pushes.front() {
+                if !client.is_done(push)? {
+                    break;
+                }
+                client.wait(push, None)?.ok()?;
+                pushes.pop_front();
+            }
+            if server.is_done(pop)? {
+                let sga = server.wait(pop, None)?.into_sga()?;
+                if sga.is_empty() {
+                    return Err(Error::new(
+                        ErrorKind::ConnectionReset,
+                        format!("the client closed after {received} of {total} B"),
+                    ));
+                }
+                for seg in sga.segments() {
+                    check_bulk(seg.as_slice(), received)
+                        .map_err(|e| Error::new(ErrorKind::InvalidArgument, e.to_string()))?;
+                    received += seg.len() as u64;
+                }
+                if received > total {
+                    return Err(Error::new(
+                        ErrorKind::InvalidArgument,
+                        format!("{received} B arrived of the {total} B sent"),
+                    ));
+                }
+                if received < total {
+                    pop = server.pop(s)?;
+                }
+            }
+        }
+        let ns = t0.elapsed().as_nanos() as u64;
+        while let Some(push) = pushes.pop_front() {
+            while !client.is_done(push)? {
+                poll_both(server, client, t0, &mut spins)?;
+            }
+            client.wait(push, None)?.ok()?;
+        }
+        Ok(ns)
     })();
     let _ = client.close(c);
     let _ = server.close(l);

@@ -120,7 +120,7 @@ struct VethReport {
 
 const PORT: u16 = 7000;
 /// Bytes per push of a bypass client's bulk echo, and pushes it keeps in flight.
-const BULK_CHUNK: usize = 64 << 10;
+pub(crate) const BULK_CHUNK: usize = 64 << 10;
 const BULK_PUSHES: usize = 4;
 /// Longest a client waits for the echo it is owed before it gives up.
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -444,7 +444,7 @@ fn bulk_pattern() -> &'static [u8] {
 }
 
 /// Fills `out` with the bulk stream from byte `at` on.
-fn fill_bulk(out: &mut [u8], at: u64) {
+pub(crate) fn fill_bulk(out: &mut [u8], at: u64) {
     let pattern = bulk_pattern();
     let mut done = 0;
     while done < out.len() {
@@ -456,7 +456,7 @@ fn fill_bulk(out: &mut [u8], at: u64) {
 }
 
 /// Checks `data`, which starts at byte `at` of the bulk stream.
-fn check_bulk(data: &[u8], at: u64) -> io::Result<()> {
+pub(crate) fn check_bulk(data: &[u8], at: u64) -> io::Result<()> {
     let pattern = bulk_pattern();
     let mut done = 0;
     while done < data.len() {

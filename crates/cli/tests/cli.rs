@@ -246,8 +246,11 @@ fn bench_echo_compares_with_linux_sockets() {
     assert_eq!(results.len(), 3);
     assert_eq!(results[0]["target"], "linux");
     assert_eq!(results[1]["target"], "kernel");
-    // Both sim LibOses in one thread: every echo checked byte for byte, 200 per round.
+    // Both sim LibOses in one thread: every echo checked byte for byte, 200 per round, and a
+    // bulk transfer checked byte for byte; the socket targets have no bulk column.
     assert_eq!(results[2]["target"], "sim");
+    assert!(results[2]["bulk_gb_per_s"].as_f64().unwrap() > 0.0);
+    assert!(results[1].get("bulk_gb_per_s").is_none());
     assert_eq!(results[0]["p50_vs_linux"], 1.0);
     for r in results {
         assert_eq!(r["messages"], 400);
