@@ -8,7 +8,7 @@ use std::net::{SocketAddrV4, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use bypass::{Error, ErrorKind, LibOs, SocketKind};
+use bypass::{Error, ErrorKind, LibOs, QDesc, QValue, SocketKind};
 use bypass_echo::Limit;
 use hdrhistogram::Histogram;
 
@@ -231,11 +231,7 @@ pub(crate) fn one_thread_ping_pong(
     limit: Limit,
     warmup: u64,
 ) -> bypass::Result<(u64, u64, Histogram<u64>)> {
-    let l = server.socket(SocketKind::Stream)?;
-    let c = client.socket(SocketKind::Stream)?;
-    let result = (|| {
-        let mut spins = 0;
-        let s = connect_in_one_thread(server, client, l, c, listen, &mut spins)?;
+    in_one_thread(server, client, listen, |server, client, s, c, spins| {
         let mut run = Run::new(size, limit, warmup);
         let mut spop = server.pop(s)?;
         let mut echoes = Vec::with_capacity(4);
@@ -245,7 +241,7 @@ pub(crate) fn one_thread_ping_pong(
             let mut cpop = client.pop(c)?;
             let mut got = 0;
             while got < size {
-                poll_both(server, client, t0, &mut spins)?;
+                poll_both(server, client, t0, spins)?;
                 if server.is_done(spop)? {
                     let sga = server.wait(spop, None)?.into_sga()?;
                     if sga.is_empty() {
@@ -275,7 +271,7 @@ pub(crate) fn one_thread_ping_pong(
             client.wait(push, None)?.ok()?;
             for echo in echoes.drain(..) {
                 while !server.is_done(echo)? {
-                    poll_both(server, client, t0, &mut spins)?;
+                    poll_both(server, client, t0, spins)?;
                 }
                 server.wait(echo, None)?.ok()?;
             }
@@ -283,39 +279,48 @@ pub(crate) fn one_thread_ping_pong(
                 .map_err(|e| Error::new(ErrorKind::InvalidArgument, e))?;
         }
         Ok(run.result())
+    })
+}
+
+/// Opens a connection from `client` to a listener of `server` at `listen`, both LibOses in
+/// this thread, runs `f` on it (with the server's accepted queue, the client's queue, and the
+/// spin count [`poll_both`] keeps), then closes both ends whatever `f` returned.
+fn in_one_thread<T>(
+    server: &mut LibOs,
+    client: &mut LibOs,
+    listen: SocketAddrV4,
+    f: impl FnOnce(&mut LibOs, &mut LibOs, QDesc, QDesc, &mut u32) -> bypass::Result<T>,
+) -> bypass::Result<T> {
+    let l = server.socket(SocketKind::Stream)?;
+    let c = client.socket(SocketKind::Stream)?;
+    let mut spins = 0;
+    let result = (|| {
+        server.bind(l, listen)?;
+        server.listen(l, 1)?;
+        let addr = server.local_addr(l)?;
+        let accept = server.accept(l)?;
+        let connect = client.connect(c, addr)?;
+        let started = Instant::now();
+        while !(server.is_done(accept)? && client.is_done(connect)?) {
+            poll_both(server, client, started, &mut spins)?;
+        }
+        client.wait(connect, None)?.ok()?;
+        let s = match server.wait(accept, None)?.ok()?.value {
+            QValue::Accepted { qd, .. } => qd,
+            other => {
+                return Err(Error::new(
+                    ErrorKind::InvalidArgument,
+                    format!("accept completed as {other:?}"),
+                ))
+            }
+        };
+        let result = f(server, client, s, c, &mut spins);
+        let _ = server.close(s);
+        result
     })();
     let _ = client.close(c);
     let _ = server.close(l);
     result
-}
-
-/// Connects client socket `c` to server socket `l` (bound to `listen`, then listening), both
-/// LibOses in this thread; returns the server's accepted queue.
-fn connect_in_one_thread(
-    server: &mut LibOs,
-    client: &mut LibOs,
-    l: bypass::QDesc,
-    c: bypass::QDesc,
-    listen: SocketAddrV4,
-    spins: &mut u32,
-) -> bypass::Result<bypass::QDesc> {
-    server.bind(l, listen)?;
-    server.listen(l, 1)?;
-    let addr = server.local_addr(l)?;
-    let accept = server.accept(l)?;
-    let connect = client.connect(c, addr)?;
-    let started = Instant::now();
-    while !(server.is_done(accept)? && client.is_done(connect)?) {
-        poll_both(server, client, started, spins)?;
-    }
-    client.wait(connect, None)?.ok()?;
-    match server.wait(accept, None)?.ok()?.value {
-        bypass::QValue::Accepted { qd, .. } => Ok(qd),
-        other => Err(Error::new(
-            ErrorKind::InvalidArgument,
-            format!("accept completed as {other:?}"),
-        )),
-    }
 }
 
 /// Pushes kept in flight by [`one_thread_bulk`].
@@ -332,11 +337,7 @@ pub(crate) fn one_thread_bulk(
     total: u64,
 ) -> bypass::Result<u64> {
     use crate::veth_bench::{check_bulk, fill_bulk, BULK_CHUNK};
-    let l = server.socket(SocketKind::Stream)?;
-    let c = client.socket(SocketKind::Stream)?;
-    let result = (|| {
-        let mut spins = 0;
-        let s = connect_in_one_thread(server, client, l, c, listen, &mut spins)?;
+    in_one_thread(server, client, listen, |server, client, s, c, spins| {
         let t0 = Instant::now();
         let (mut sent, mut received) = (0u64, 0u64);
         let mut pushes = std::collections::VecDeque::with_capacity(BULK_PUSHES);
@@ -352,7 +353,7 @@ pub(crate) fn one_thread_bulk(
                 }
                 pushes.push_back(client.push(c, sga)?);
             }
-            poll_both(server, client, t0, &mut spins)?;
+            poll_both(server, client, t0, spins)?;
             while let Some(&push) = pushes.front() {
                 if !client.is_done(push)? {
                     break;
@@ -387,15 +388,12 @@ pub(crate) fn one_thread_bulk(
         let ns = t0.elapsed().as_nanos() as u64;
         while let Some(push) = pushes.pop_front() {
             while !client.is_done(push)? {
-                poll_both(server, client, t0, &mut spins)?;
+                poll_both(server, client, t0, spins)?;
             }
             client.wait(push, None)?.ok()?;
         }
         Ok(ns)
-    })();
-    let _ = client.close(c);
-    let _ = server.close(l);
-    result
+    })
 }
 
 /// One turn of each LibOs; fails once `since` is [`DEADLINE`] ago (the clock is read only
