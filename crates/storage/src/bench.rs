@@ -33,7 +33,9 @@
 //! none is in flight (at depth 1, always) goes with the wait. The sleeping rows wait in an
 //! `io_uring_enter` that both submits what is queued and waits for at least one completion
 //! (fio makes two calls: one to submit, one to wait); the spinning rows read the completion
-//! queue without system calls. [`BenchRow::enters_per_io`] counts ours.
+//! queue in a loop, entering the kernel only to submit and, when the ring flags deferred
+//! completion work ([`EngineConfig::defer_taskrun`]), to run it (SQPOLL: neither while its
+//! poller is awake). [`BenchRow::enters_per_io`] counts ours.
 //!
 //! CPU time per I/O: for us the process's user+system time (which includes the kernel's
 //! io_uring worker and SQPOLL threads, as they are threads of this process) divided by the

@@ -10,7 +10,9 @@
 //! completed operation's result waits in its slot until [`Engine::take`] (or
 //! [`Engine::poll_op`], which also records a [`Waker`] to wake when it completes) hands it out.
 //! To wait, [`Engine::wait`] submits and sleeps in the kernel in the same system call;
-//! [`Engine::spin`] submits, then busy-polls the completion queue without system calls.
+//! [`Engine::spin`] submits, then busy-polls the completion queue, entering the kernel again
+//! only when the ring flags completion work deferred to this thread
+//! ([`EngineConfig::defer_taskrun`], on by default without SQPOLL).
 //!
 //! Buffers: reads fill buffers of the engine's [`BufferPool`] (build it with
 //! [`PoolConfig::large`](bypass_runtime::PoolConfig::large): 64 KiB page-aligned chunks without
@@ -120,7 +122,7 @@ pub struct EngineConfig {
     /// its completion runs in this thread's next `io_uring_enter` ([`Engine::wait`] sleeps in
     /// one; [`Engine::poll`] and [`Engine::spin`] make one only when the kernel flags such
     /// work). Without it, the kernel interrupts the thread to run that work wherever it is.
-    /// On this project's virtio disk a spinning depth-1 reader completes ~25 % sooner with it
+    /// On this project's virtio disk a spinning depth-1 reader completes 15-25 % sooner with it
     /// (docs/benchmarks-storage.md).
     ///
     /// The kernel then accepts submissions only from the thread that created the ring; an
@@ -1082,8 +1084,9 @@ impl Engine {
 
     /// Like [`Engine::wait`], but busy-polls instead of sleeping: what is queued is submitted
     /// with one `io_uring_enter` at most (none under SQPOLL while the poller is awake), then the
-    /// completion queue is read in a loop, with no system call, until something completes or
-    /// `timeout` passes (`None`: no limit). Returns how many operations completed (0 on
+    /// completion queue is read in a loop, with no system call except one when the ring flags
+    /// deferred completion work ([`EngineConfig::defer_taskrun`]) or an overflow, until
+    /// something completes or `timeout` passes (`None`: no limit). Returns how many operations completed (0 on
     /// timeout, or when nothing is in flight).
     ///
     /// Lower latency than sleeping (no interrupt-driven wake-up of a halted CPU), at the price
