@@ -426,6 +426,48 @@ mod tests {
         set.drain(|i| panic!("slot {i} drained twice"));
     }
 
+    #[test]
+    fn marks_from_other_threads_are_never_lost_while_the_owner_drains() {
+        // Four threads each mark their own 60,000 slots once, spread over all 73 summary words,
+        // while this thread drains: every slot must come out exactly once.
+        const THREADS: u32 = 4;
+        const PER_THREAD: u32 = 60_000;
+        let set = Arc::new(ReadySet::new((THREADS * PER_THREAD) as usize + 64));
+        let markers: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let set = set.clone();
+                std::thread::spawn(move || {
+                    for i in 0..PER_THREAD {
+                        set.mark(i * THREADS + t);
+                    }
+                })
+            })
+            .collect();
+        let total = (THREADS * PER_THREAD) as usize;
+        let mut seen = vec![false; total];
+        let mut count = 0;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while count < total {
+            set.drain(|i| {
+                assert!(
+                    !std::mem::replace(&mut seen[i as usize], true),
+                    "slot {i} twice"
+                );
+                count += 1;
+            });
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} marks lost",
+                total - count
+            );
+        }
+        for m in markers {
+            m.join().unwrap();
+        }
+        set.drain(|i| panic!("slot {i} drained after all were seen"));
+        assert!(!set.any());
+    }
+
     /// A task that completes once the context counter reaches `target`, waking itself through a
     /// waker stored in the context.
     struct WaitFor {
