@@ -1,7 +1,8 @@
 //! The benchmarks' ping-pong clients: [`socket_ping_pong`], the `linux` reference over a plain
 //! non-blocking socket, and [`api_ping_pong`], the same through the queue API (send a message,
 //! read until its echo is whole, compare, record), so a ratio between the two measures the
-//! libOS and not the client.
+//! libOS and not the client; [`one_thread_ping_pong`] and [`one_thread_bulk`] for both `sim`
+//! ends in one thread; and the bulk stream every bulk client fills and checks.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddrV4, TcpStream};
@@ -88,6 +89,61 @@ impl Run {
             self.histogram,
         )
     }
+}
+
+/// Bytes per push of a bypass client's bulk transfer.
+pub(crate) const BULK_CHUNK: usize = 64 << 10;
+
+/// The bulk stream repeats with this period: byte `i` is `i % 251`.
+pub(crate) const BULK_PERIOD: usize = 251;
+
+/// Byte `i` of a bulk stream.
+pub(crate) fn bulk_byte(i: u64) -> u8 {
+    (i % BULK_PERIOD as u64) as u8
+}
+
+/// The bulk stream from every phase: `&pattern[i % 251..]` starts with byte `i` and holds at
+/// least [`BULK_CHUNK`] bytes. Clients fill and check the stream by slices of it (a copy, a
+/// comparison), so the client's CPU goes to the datapath, not to one division per byte.
+pub(crate) fn bulk_pattern() -> &'static [u8] {
+    static PATTERN: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    PATTERN.get_or_init(|| {
+        (0..(BULK_CHUNK + BULK_PERIOD) as u64)
+            .map(bulk_byte)
+            .collect()
+    })
+}
+
+/// Fills `out` with the bulk stream from byte `at` on.
+pub(crate) fn fill_bulk(out: &mut [u8], at: u64) {
+    let pattern = bulk_pattern();
+    let mut done = 0;
+    while done < out.len() {
+        let phase = ((at + done as u64) % BULK_PERIOD as u64) as usize;
+        let n = (out.len() - done).min(pattern.len() - phase);
+        out[done..done + n].copy_from_slice(&pattern[phase..phase + n]);
+        done += n;
+    }
+}
+
+/// Checks `data`, which starts at byte `at` of the bulk stream.
+pub(crate) fn check_bulk(data: &[u8], at: u64) -> io::Result<()> {
+    let pattern = bulk_pattern();
+    let mut done = 0;
+    while done < data.len() {
+        let phase = ((at + done as u64) % BULK_PERIOD as u64) as usize;
+        let n = (data.len() - done).min(pattern.len() - phase);
+        let (got, want) = (&data[done..done + n], &pattern[phase..phase + n]);
+        if got != want {
+            let i = done + got.iter().zip(want).take_while(|(a, b)| a == b).count();
+            return Err(io::Error::other(format!(
+                "bulk stream byte {} differs",
+                at + i as u64
+            )));
+        }
+        done += n;
+    }
+    Ok(())
 }
 
 /// Writes all of `data` to a non-blocking stream, spinning on `WouldBlock`; gives up once
@@ -336,7 +392,6 @@ pub(crate) fn one_thread_bulk(
     listen: SocketAddrV4,
     total: u64,
 ) -> bypass::Result<u64> {
-    use crate::veth_bench::{check_bulk, fill_bulk, BULK_CHUNK};
     in_one_thread(server, client, listen, |server, client, s, c, spins| {
         let t0 = Instant::now();
         let (mut sent, mut received) = (0u64, 0u64);
@@ -414,4 +469,43 @@ fn poll_both(
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bulk_stream_is_checked_from_its_offset() {
+        let data: Vec<u8> = (300..400).map(bulk_byte).collect();
+        assert!(check_bulk(&data, 300).is_ok());
+        let e = check_bulk(&data, 301).unwrap_err().to_string();
+        assert!(e.contains("301"), "{e}");
+    }
+
+    #[test]
+    fn a_filled_bulk_stream_checks_at_any_offset_and_length() {
+        for (at, len) in [
+            (0u64, 1usize),
+            (250, 2),
+            (251, 600),
+            (1000, BULK_CHUNK + 700),
+        ] {
+            let mut data = vec![0u8; len];
+            fill_bulk(&mut data, at);
+            let expect: Vec<u8> = (at..at + len as u64).map(bulk_byte).collect();
+            assert_eq!(data, expect, "at {at}, {len} bytes");
+            assert!(check_bulk(&data, at).is_ok());
+        }
+    }
+
+    #[test]
+    fn a_wrong_byte_deep_in_a_long_echo_is_named() {
+        let mut data = vec![0u8; 3 * BULK_CHUNK];
+        fill_bulk(&mut data, 77);
+        data[2 * BULK_CHUNK + 5] ^= 1;
+        let e = check_bulk(&data, 77).unwrap_err().to_string();
+        let wrong = 77 + 2 * BULK_CHUNK as u64 + 5;
+        assert!(e.contains(&format!("byte {wrong} differs")), "{e}");
+    }
 }
