@@ -22,7 +22,7 @@ use serde::Serialize;
 use crate::config::FileConfig;
 use crate::echo::{ephemeral_listen, libos, seconds};
 use crate::error::CliError;
-use crate::ping_pong::{socket_echo, socket_ping_pong};
+use crate::ping_pong::{new_histogram, socket_echo, socket_ping_pong, PingPong};
 use crate::{sys, Global};
 
 #[derive(Subcommand, Debug)]
@@ -459,8 +459,6 @@ fn measure(
     per_round: Limit,
     pinned: Option<(usize, usize)>,
 ) -> Result<Vec<Sample>, CliError> {
-    let new_histogram =
-        || Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("static bounds are valid");
     let mut samples: Vec<Sample> = std::iter::once("linux".to_string())
         .chain(libs.iter().map(|l| l.to_string()))
         .map(|target| Sample {
@@ -511,7 +509,6 @@ fn measure(
 /// CPU), joined by the in-process wire, so the round trip is the stack and the queue API alone;
 /// then `bulk` bytes over a second connection (0: none). Returns the ping-pong's result and the
 /// bulk's nanoseconds.
-type PingPong = (u64, u64, Histogram<u64>);
 fn sim_one_thread(
     file: &FileConfig,
     size: usize,
@@ -548,7 +545,7 @@ fn bypass_ping_pong(
     limit: Limit,
     warmup: u64,
     server_cpu: Option<usize>,
-) -> Result<(u64, u64, Histogram<u64>), CliError> {
+) -> Result<PingPong, CliError> {
     let stop = AtomicBool::new(false);
     let (tx, rx) = mpsc::channel();
     thread::scope(|s| {
@@ -603,7 +600,7 @@ fn linux_ping_pong(
     limit: Limit,
     warmup: u64,
     server_cpu: Option<usize>,
-) -> io::Result<(u64, u64, Histogram<u64>)> {
+) -> io::Result<PingPong> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let std::net::SocketAddr::V4(addr) = listener.local_addr()? else {
         return Err(io::Error::other("bound to a non-IPv4 address"));
@@ -630,7 +627,7 @@ fn linux_client(
     size: usize,
     limit: Limit,
     warmup: u64,
-) -> io::Result<(u64, u64, Histogram<u64>)> {
+) -> io::Result<PingPong> {
     let mut stream = TcpStream::connect(addr)?;
     stream.set_nodelay(true)?;
     stream.set_nonblocking(true)?;

@@ -16,6 +16,10 @@ use hdrhistogram::Histogram;
 /// Longest a round trip may take before the run fails.
 const DEADLINE: Duration = Duration::from_secs(60);
 
+/// What a ping-pong run returns: the messages measured, the nanoseconds they took, and their
+/// round-trip histogram.
+pub(crate) type PingPong = (u64, u64, Histogram<u64>);
+
 /// A histogram of round trips in nanoseconds, up to an hour.
 pub(crate) fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("static bounds are valid")
@@ -82,7 +86,7 @@ impl Run {
     }
 
     /// Messages measured, the nanoseconds they took, their histogram.
-    fn result(self) -> (u64, u64, Histogram<u64>) {
+    fn result(self) -> PingPong {
         (
             self.measured,
             self.start.elapsed().as_nanos() as u64,
@@ -198,7 +202,7 @@ pub(crate) fn socket_ping_pong(
     size: usize,
     limit: Limit,
     warmup: u64,
-) -> io::Result<(u64, u64, Histogram<u64>)> {
+) -> io::Result<PingPong> {
     let mut run = Run::new(size, limit, warmup);
     while let Some(seq) = run.next() {
         let t0 = Instant::now();
@@ -236,7 +240,7 @@ pub(crate) fn api_ping_pong(
     size: usize,
     limit: Limit,
     warmup: u64,
-) -> bypass::Result<(u64, u64, Histogram<u64>)> {
+) -> bypass::Result<PingPong> {
     let qd = libos.socket(SocketKind::Stream)?;
     let result = (|| {
         let qt = libos.connect(qd, server)?;
@@ -286,7 +290,7 @@ pub(crate) fn one_thread_ping_pong(
     size: usize,
     limit: Limit,
     warmup: u64,
-) -> bypass::Result<(u64, u64, Histogram<u64>)> {
+) -> bypass::Result<PingPong> {
     in_one_thread(server, client, listen, |server, client, s, c, spins| {
         let mut run = Run::new(size, limit, warmup);
         let mut spop = server.pop(s)?;
