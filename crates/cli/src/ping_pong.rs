@@ -9,7 +9,7 @@ use std::net::{SocketAddrV4, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use bypass::{Error, ErrorKind, LibOs, QDesc, QValue, SocketKind};
+use bypass::{Error, ErrorKind, LibOs, QDesc, QResult, QValue, Sga, SocketKind};
 use bypass_echo::Limit;
 use hdrhistogram::Histogram;
 
@@ -68,6 +68,19 @@ impl Run {
         }
         self.msg[0] = self.seq as u8;
         Some(self.seq)
+    }
+
+    /// Copies `sga`, the next piece of the echo of the current message, into `back` after the
+    /// `got` bytes already there; returns the bytes there now. More than the message is an
+    /// error.
+    fn take_echo(&mut self, got: usize, sga: &Sga) -> bypass::Result<usize> {
+        if got + sga.len() > self.msg.len() {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!("more bytes came back than message {} had", self.seq),
+            ));
+        }
+        Ok(got + sga.copy_to(&mut self.back[got..]))
     }
 
     /// Checks the echo in `back` against the message and records its round trip `rtt`.
@@ -252,20 +265,12 @@ pub(crate) fn api_ping_pong(
             let mut got = 0;
             while got < size {
                 let pop = libos.pop(qd)?;
-                let sga = libos.wait(pop, Some(DEADLINE))?.into_sga()?;
-                if sga.is_empty() {
-                    return Err(Error::new(
-                        ErrorKind::ConnectionReset,
-                        format!("the server closed during message {seq}"),
-                    ));
-                }
-                if got + sga.len() > size {
-                    return Err(Error::new(
-                        ErrorKind::InvalidArgument,
-                        format!("more bytes came back than message {seq} had"),
-                    ));
-                }
-                got += sga.copy_to(&mut run.back[got..]);
+                let sga = popped(
+                    libos.wait(pop, Some(DEADLINE))?,
+                    "server",
+                    format_args!("during message {seq}"),
+                )?;
+                got = run.take_echo(got, &sga)?;
             }
             let rtt = t0.elapsed();
             libos.wait(push, Some(DEADLINE))?.ok()?;
@@ -303,25 +308,21 @@ pub(crate) fn one_thread_ping_pong(
             while got < size {
                 poll_both(server, client, t0, spins)?;
                 if server.is_done(spop)? {
-                    let sga = server.wait(spop, None)?.into_sga()?;
-                    if sga.is_empty() {
-                        return Err(Error::new(
-                            ErrorKind::ConnectionReset,
-                            format!("the client closed during message {seq}"),
-                        ));
-                    }
+                    let sga = popped(
+                        server.wait(spop, None)?,
+                        "client",
+                        format_args!("during message {seq}"),
+                    )?;
                     echoes.push(server.push(s, sga)?);
                     spop = server.pop(s)?;
                 }
                 if client.is_done(cpop)? {
-                    let sga = client.wait(cpop, None)?.into_sga()?;
-                    if sga.is_empty() || got + sga.len() > size {
-                        return Err(Error::new(
-                            ErrorKind::InvalidArgument,
-                            format!("the echo of message {seq} is {} B too long", sga.len()),
-                        ));
-                    }
-                    got += sga.copy_to(&mut run.back[got..]);
+                    let sga = popped(
+                        client.wait(cpop, None)?,
+                        "server",
+                        format_args!("during message {seq}"),
+                    )?;
+                    got = run.take_echo(got, &sga)?;
                     if got < size {
                         cpop = client.pop(c)?;
                     }
@@ -421,13 +422,11 @@ pub(crate) fn one_thread_bulk(
                 pushes.pop_front();
             }
             if server.is_done(pop)? {
-                let sga = server.wait(pop, None)?.into_sga()?;
-                if sga.is_empty() {
-                    return Err(Error::new(
-                        ErrorKind::ConnectionReset,
-                        format!("the client closed after {received} of {total} B"),
-                    ));
-                }
+                let sga = popped(
+                    server.wait(pop, None)?,
+                    "client",
+                    format_args!("after {received} of {total} B"),
+                )?;
                 for seg in sga.segments() {
                     check_bulk(seg.as_slice(), received)
                         .map_err(|e| Error::new(ErrorKind::InvalidArgument, e.to_string()))?;
@@ -453,6 +452,18 @@ pub(crate) fn one_thread_bulk(
         }
         Ok(ns)
     })
+}
+
+/// The data a completed pop brought. End of stream is an error: "the `peer` closed `when`".
+fn popped(result: QResult, peer: &str, when: impl std::fmt::Display) -> bypass::Result<Sga> {
+    let sga = result.into_sga()?;
+    if sga.is_empty() {
+        return Err(Error::new(
+            ErrorKind::ConnectionReset,
+            format!("the {peer} closed {when}"),
+        ));
+    }
+    Ok(sga)
 }
 
 /// One turn of each LibOs; fails once `since` is [`DEADLINE`] ago (the clock is read only
