@@ -113,6 +113,12 @@ pub(crate) struct EchoArgs {
     /// to server on `sim` (one thread).
     #[arg(long, value_name = "MIB", default_value_t = 64)]
     bulk_mib: u64,
+    /// With --topo veth: leave checksum and segmentation offloads on along the veth pair
+    /// (off by default), so that TCP packets of up to 64 KiB cross it whole, the kernel's and
+    /// those of the packet libOS's offloading device alike. Rows with xdp are refused (an
+    /// AF_XDP frame cannot hold such a packet).
+    #[arg(long)]
+    veth_offloads: bool,
     #[command(flatten)]
     net: crate::topo::NetArgs,
 }
@@ -338,6 +344,9 @@ fn echo(global: &Global, args: EchoArgs) -> Result<(), CliError> {
     };
     let mut libs: Vec<LibOsName> = args.libos.iter().flatten().copied().collect();
     libs.dedup();
+    if args.veth_offloads && args.topo.is_none() {
+        return Err(CliError::new("--veth-offloads goes with --topo veth"));
+    }
     if args.topo.is_some() {
         if args.duration.is_some() {
             return Err(CliError::new("--topo veth takes --count, not --duration"));
@@ -345,6 +354,12 @@ fn echo(global: &Global, args: EchoArgs) -> Result<(), CliError> {
         if !args.net.is_empty() {
             return Err(CliError::new(
                 "--topo veth makes its own namespaces and addresses; drop --netns, --iface, --ip and --gateway",
+            ));
+        }
+        if args.veth_offloads && libs.contains(&LibOsName::Xdp) {
+            return Err(CliError::new(
+                "--veth-offloads lets 64 KiB packets cross the pair whole, and an AF_XDP frame \
+                 cannot hold one: measure xdp without it",
             ));
         }
         return crate::veth_bench::bench_veth(
@@ -356,6 +371,7 @@ fn echo(global: &Global, args: EchoArgs) -> Result<(), CliError> {
                 rounds: args.rounds,
                 warmup: args.warmup,
                 bulk_bytes: args.bulk_mib << 20,
+                pair_offloads: args.veth_offloads,
                 json: args.json,
             },
         );

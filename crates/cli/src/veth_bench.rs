@@ -51,6 +51,9 @@ pub(crate) struct VethBench {
     pub warmup: u64,
     /// Bytes echoed in the bulk measurement.
     pub bulk_bytes: u64,
+    /// Leave checksum and segmentation offloads on along the veth pair
+    /// ([`TopologySpec::offloads_off`] false): TCP packets of up to 64 KiB cross it whole.
+    pub pair_offloads: bool,
     pub json: bool,
 }
 
@@ -116,6 +119,8 @@ struct VethReport {
     message_size: usize,
     rounds: u32,
     bulk_bytes: u64,
+    /// Checksum and segmentation offloads were on along the veth pair.
+    pair_offloads: bool,
     /// CPUs of the client (namespace B) and the server (namespace A), or null.
     pinned: Option<(usize, usize)>,
     results: Vec<VethRow>,
@@ -228,6 +233,7 @@ pub(crate) fn bench_veth(file: &FileConfig, b: &VethBench) -> Result<(), CliErro
         message_size: b.size,
         rounds: b.rounds,
         bulk_bytes: b.bulk_bytes,
+        pair_offloads: b.pair_offloads,
         pinned,
         results,
     };
@@ -253,6 +259,9 @@ fn print_veth(r: &VethReport) {
     match r.pinned {
         Some((c, s)) => println!("client on CPU {c}, server on CPU {s}, both busy-polling"),
         None => println!("not pinned (one CPU), both busy-polling"),
+    }
+    if r.pair_offloads {
+        println!("veth pair with checksum and segmentation offloads on (64 KiB packets cross it)");
     }
     println!(
         "{:<7} {:<7} {:>9} {:>8} {:>8} {:>9} {:>10} {:>10} {:>11}",
@@ -312,7 +321,11 @@ fn one_round(
     bulk_bytes: u64,
     pinned: Option<(usize, usize)>,
 ) -> Result<Sample, CliError> {
-    let topo = Topology::up(TopologySpec::unique())
+    let spec = TopologySpec {
+        offloads_off: !b.pair_offloads,
+        ..TopologySpec::unique()
+    };
+    let topo = Topology::up(spec)
         .map_err(|e| CliError::new(format!("cannot create a veth topology: {e}")))?;
     let spec = topo.spec().clone();
     let ip_a = Ipv4Addr::from(spec.ip_a());

@@ -1,8 +1,14 @@
 //! Devices: where Ethernet frames enter and leave the user-space stack.
 //!
 //! A [`Device`] moves whole Ethernet frames, held in [`Buffer`]s, in batches. It knows nothing
-//! about IP or TCP. The stack above it (`bypass-inet`) is generic over this trait, so the same
+//! about IP or TCP beyond what an offload it announces takes (where a checksum goes, the size
+//! to cut a segment at, both told per frame by the stack). The stack above it (`bypass-inet`) is generic over this trait, so the same
 //! code runs over an in-memory simulated wire, AF_XDP, AF_PACKET rings or a TAP interface.
+//!
+//! A device that can do more than move frames (complete checksums, cut large TCP segments
+//! into MTU-sized ones) says so in its [`DeviceCaps`] and takes or reports a [`FrameOffload`]
+//! next to each frame through [`Device::tx_burst_offload`] and [`Device::rx_burst_offload`];
+//! the plain [`Device::rx_burst`] and [`Device::tx_burst`] move ordinary frames as before.
 
 pub mod hub;
 pub mod sim;
@@ -11,10 +17,12 @@ pub mod af_packet;
 pub mod af_xdp;
 pub mod bpf;
 pub mod netns;
+mod offload;
 mod sys;
 pub mod tap;
 pub mod topo;
 
+pub use offload::{FrameChecksum, FrameOffload};
 pub use sys::error::{DeviceError, ErrorKind};
 
 use bypass_runtime::{Buffer, BufferPool};
@@ -30,6 +38,20 @@ pub struct DeviceCaps {
     pub rx_checksum_offload: bool,
     /// The device fills checksums of transmitted IPv4/TCP/UDP (the stack may leave them zero).
     pub tx_checksum_offload: bool,
+    /// The device takes a [`FrameOffload`] with each frame it sends
+    /// ([`Device::tx_burst_offload`]) and completes the TCP or UDP checksums marked
+    /// [`FrameChecksum::Partial`], so software writes only the pseudo-header sum; it reports
+    /// one with each frame it receives ([`Device::rx_burst_offload`]), saying whether the
+    /// frame's transport checksum still needs verifying. Off by default.
+    pub frame_offloads: bool,
+    /// TCP segmentation offload: the largest TCP/IPv4 packet (IPv4 header included, above
+    /// the MTU) the device takes in one frame and cuts into segments itself, at the
+    /// [`FrameOffload::tcp_segment_size`] of that frame; such a frame comes from
+    /// [`Device::large_frame_pool`]. A device that offers it may also deliver received
+    /// TCP/IPv4 packets up to this size whole (a sender's segmentation offload or a
+    /// receiver's coalescing left them so), again in buffers of its large-frame pool.
+    /// Needs `frame_offloads`. 0 (the default): none, every frame fits the MTU both ways.
+    pub tcp_segmentation_max: usize,
 }
 
 impl Default for DeviceCaps {
@@ -39,6 +61,8 @@ impl Default for DeviceCaps {
             max_burst: 32,
             rx_checksum_offload: false,
             tx_checksum_offload: false,
+            frame_offloads: false,
+            tcp_segmentation_max: 0,
         }
     }
 }
@@ -76,6 +100,48 @@ pub trait Device {
     fn caps(&self) -> DeviceCaps;
 
     fn stats(&self) -> DeviceStats;
+
+    /// The pool of chunks large enough for frames over the MTU, on a device whose caps offer
+    /// TCP segmentation ([`DeviceCaps::tcp_segmentation_max`]): the stack builds the large
+    /// segments it sends there, and the device delivers the large frames it receives in it.
+    /// `None` (the default) on other devices.
+    fn large_frame_pool(&self) -> Option<&BufferPool> {
+        None
+    }
+
+    /// [`Device::rx_burst`] that also appends one [`FrameOffload`] per received frame to
+    /// `offloads`, in the same order. A device without [`DeviceCaps::frame_offloads`] (the
+    /// default implementation) reports the default for each: the checksum is software's to
+    /// verify.
+    fn rx_burst_offload(
+        &mut self,
+        frames: &mut Vec<Buffer>,
+        offloads: &mut Vec<FrameOffload>,
+        max: usize,
+    ) -> usize {
+        let n = self.rx_burst(frames, max);
+        offloads.resize(offloads.len() + n, FrameOffload::default());
+        n
+    }
+
+    /// [`Device::tx_burst`] where `offloads[i]` says what to do with `frames[i]`; an offload
+    /// leaves `offloads` together with its frame. Only offloads the device's caps announce may
+    /// be asked for: the default implementation, for devices without them, sends the frames
+    /// as they are.
+    fn tx_burst_offload(
+        &mut self,
+        frames: &mut Vec<Buffer>,
+        offloads: &mut Vec<FrameOffload>,
+    ) -> usize {
+        debug_assert_eq!(frames.len(), offloads.len(), "one offload per frame");
+        debug_assert!(
+            offloads.iter().all(|o| *o == FrameOffload::default()),
+            "an offload asked of a device without frame offloads"
+        );
+        let n = self.tx_burst(frames);
+        offloads.drain(..n);
+        n
+    }
 }
 
 impl<D: Device + ?Sized> Device for Box<D> {
@@ -96,5 +162,23 @@ impl<D: Device + ?Sized> Device for Box<D> {
     }
     fn stats(&self) -> DeviceStats {
         (**self).stats()
+    }
+    fn large_frame_pool(&self) -> Option<&BufferPool> {
+        (**self).large_frame_pool()
+    }
+    fn rx_burst_offload(
+        &mut self,
+        frames: &mut Vec<Buffer>,
+        offloads: &mut Vec<FrameOffload>,
+        max: usize,
+    ) -> usize {
+        (**self).rx_burst_offload(frames, offloads, max)
+    }
+    fn tx_burst_offload(
+        &mut self,
+        frames: &mut Vec<Buffer>,
+        offloads: &mut Vec<FrameOffload>,
+    ) -> usize {
+        (**self).tx_burst_offload(frames, offloads)
     }
 }

@@ -587,6 +587,7 @@ impl Device for SimPort {
             max_burst: 32,
             rx_checksum_offload: offload,
             tx_checksum_offload: offload,
+            ..DeviceCaps::default()
         }
     }
 

@@ -20,9 +20,11 @@
 //!   reaches a raw reader on A with only the pseudo-header sum in its checksum field
 //!   (CHECKSUM_PARTIAL; the datagram fails verification); with it off the kernel computes the
 //!   full checksum (the test `kernel_frames_arrive_with_complete_checksums...` checks it).
-//! - `tso`/`gso` (not measured; off for safety): with segmentation offload on, B's TCP may
-//!   hand veth segments of up to 64 KiB, larger than one AF_XDP frame (the kernel would drop
-//!   them) and than the MTU the user-space stack expects.
+//! - `tso`/`gso` (off for safety): with segmentation offload on, B's TCP hands veth
+//!   segments of up to 64 KiB, which cross the pair whole (measured): larger than one AF_XDP
+//!   frame (the kernel drops them) and than the MTU of a device without offloads. The
+//!   AF_PACKET device with offloads (`af_packet::Offload`) takes them, and its own large
+//!   segments then cross whole too; [`TopologySpec::offloads_off`] false leaves the pair so.
 //! - `rx` (measured): makes no difference on this kernel: B's kernel drops a UDP datagram
 //!   from A with a bad checksum whether it is on or off (the test
 //!   `side_b_drops_frames_from_a_with_bad_checksums` checks the default). Off so that no

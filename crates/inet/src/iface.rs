@@ -5,9 +5,15 @@
 //! header (RFC 791 §3.1), resolves the next hop (RFC 1122 §3.3.1) and [`Iface::send_ethernet`]
 //! prepends the Ethernet header. Frames wait in a bounded queue until the stack's next
 //! `tx_burst`.
+//!
+//! On a device with frame offloads (`DeviceCaps::frame_offloads`) each queued frame has a
+//! [`FrameOffload`] next to it: the default for every frame but TCP segments on a resolved
+//! route, whose checksum the device completes and which may be larger than the MTU when the
+//! device segments them (`DeviceCaps::tcp_segmentation_max`).
 
 use std::time::Duration;
 
+use bypass_devices::FrameOffload;
 use bypass_runtime::{Buffer, BufferPool, Instant};
 use bypass_wire::{
     checksum, ArpOperation, ArpPacket, ArpRepr, ChecksumCapabilities, EtherType, EthernetAddress,
@@ -45,6 +51,18 @@ pub(crate) struct Iface {
     pub mtu: usize,
     pub caps: ChecksumCapabilities,
     pub pool: BufferPool,
+    /// The device takes a [`FrameOffload`] with each frame and completes the TCP checksums
+    /// of those that ask (`DeviceCaps::frame_offloads`).
+    pub frame_offloads: bool,
+    /// With `frame_offloads`: the offload of each frame in `tx`, in step with it.
+    pub tx_offloads: Vec<FrameOffload>,
+    /// The device's pool of large chunks, for TCP segments it cuts itself (None without
+    /// segmentation offload).
+    pub large_pool: Option<BufferPool>,
+    /// Most payload bytes in one TCP segment the device cuts (from
+    /// `DeviceCaps::tcp_segmentation_max` less the largest IPv4 and TCP headers, and what a
+    /// large chunk holds); 0 without segmentation offload: segments never exceed the MTU.
+    pub tcp_large_payload_max: usize,
     pub arp: ArpCache,
     /// Frames ready for the device.
     pub tx: Vec<Buffer>,
@@ -200,12 +218,30 @@ impl Iface {
     /// Queues a finished frame for the device, or counts it dropped if the queue is full.
     #[inline]
     pub fn queue_frame(&mut self, frame: Buffer) {
+        self.queue_frame_offload(frame, FrameOffload::default());
+    }
+
+    /// [`Iface::queue_frame`] for a frame that asks the device for `offload` (only on a
+    /// device with frame offloads; the default on any other).
+    #[inline]
+    pub fn queue_frame_offload(&mut self, frame: Buffer, offload: FrameOffload) {
         if self.tx.len() >= self.tx_limit {
             self.stats.tx_queue_full += 1;
             return;
         }
         self.stats.tx_frames += 1;
         self.tx.push(frame);
+        if self.frame_offloads {
+            self.tx_offloads.push(offload);
+        } else {
+            debug_assert_eq!(offload, FrameOffload::default(), "offload without support");
+        }
+    }
+
+    /// A buffer from the device's pool of large chunks, for a segment the device cuts, or
+    /// `None` (not counted: the caller sends smaller segments instead).
+    pub fn alloc_large(&mut self) -> Option<Buffer> {
+        self.large_pool.as_ref()?.alloc()
     }
 
     /// The headers of the datagrams of `repr`'s flow to `mac`, for [`Iface::send_ipv4_routed`].

@@ -65,6 +65,25 @@
 //! Checksums: what the device offloads (`DeviceCaps::rx_checksum_offload`,
 //! `tx_checksum_offload`: IPv4, TCP and UDP) the stack neither verifies nor fills; ICMP
 //! checksums are always computed in software.
+//!
+//! # Per-frame offloads and TCP segmentation offload
+//!
+//! On a device with `DeviceCaps::frame_offloads` (AF_PACKET with virtio-net headers) each
+//! frame travels with a `bypass_devices::FrameOffload`. TCP segments on a resolved route carry
+//! only the pseudo-header sum in their checksum field and ask the device to complete it; a
+//! received frame the device vouches for (verified, or sent by this host's kernel without a
+//! checksum) skips TCP and UDP verification. With `DeviceCaps::tcp_segmentation_max` above
+//! the MTU, a connection's new data may leave in one segment of up to that size (a whole
+//! number of MSS, and only as the congestion and peer windows allow, exactly as the same
+//! bytes in MSS-sized segments would), built in a chunk of the device's large-frame pool; the
+//! device cuts it into MSS-sized segments. A short last piece is held back when Nagle or
+//! sender silly-window avoidance would hold it as a segment of its own. Segments with SACK
+//! blocks, those off the cached route (SYNs, the first segment to a neighbour not yet
+//! resolved) and retransmissions of holes and of the first unacknowledged segment stay at one
+//! MSS; after a timeout the window is one MSS, and data sent again grows with it like new
+//! data. Timing (Karn's rule, timestamps) treats a large segment as one. On receive, a
+//! segment longer than the MSS (a sender's segmentation left it whole) is taken like any
+//! other, and counts as the MSS-sized segments it holds for the every-second-segment ACK.
 
 pub mod arp;
 mod error;

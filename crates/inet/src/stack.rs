@@ -5,11 +5,11 @@ use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddrV4;
 use std::task::Waker;
 
-use bypass_devices::Device;
+use bypass_devices::{Device, FrameOffload};
 use bypass_runtime::{Buffer, Instant, Sga};
 use bypass_wire::{
-    ChecksumCapabilities, EthernetAddress, IpProtocol, Ipv4Address, Ipv4Cidr, TcpPacket, TcpRepr,
-    TcpSeqNumber, ETHERNET_HEADER_LEN, IPV4_HEADER_LEN,
+    Checksum, ChecksumCapabilities, EthernetAddress, IpProtocol, Ipv4Address, Ipv4Cidr, TcpPacket,
+    TcpRepr, TcpSeqNumber, ETHERNET_HEADER_LEN, IPV4_HEADER_LEN, TCP_MAX_HEADER_LEN,
 };
 
 use crate::arp::{self, ArpCache, ArpConfig};
@@ -201,6 +201,11 @@ pub struct Stack<D: Device> {
     listeners: HashMap<u16, u32, KeyedHash>,
     udp_ports: HashMap<u16, u32, KeyedHash>,
     rx_batch: Vec<Buffer>,
+    /// With frame offloads: the offload of each frame of `rx_batch`.
+    rx_offloads: Vec<FrameOffload>,
+    /// What to verify of a frame whose transport checksum the device vouched for
+    /// ([`FrameOffload::checksum_trusted`]): the interface's checksums less TCP's and UDP's.
+    trusted_caps: ChecksumCapabilities,
     dirty: Vec<u32>,
     /// No timer is due before this.
     timer_hint: Instant,
@@ -307,6 +312,35 @@ impl<D: Device> Stack<D> {
             pool.headroom(),
             ETHERNET_HEADER_LEN + IPV4_HEADER_LEN + 60
         );
+        // TCP segmentation offload: segments of up to what the device cuts and a large chunk
+        // holds (with room for the largest TCP header), their headers in the chunk's headroom.
+        let large_pool = device
+            .large_frame_pool()
+            .filter(|_| caps.frame_offloads && caps.tcp_segmentation_max > mtu)
+            .cloned();
+        let tcp_large_payload_max = match &large_pool {
+            Some(large) => {
+                assert!(
+                    large.headroom() >= ETHERNET_HEADER_LEN + IPV4_HEADER_LEN + 60,
+                    "the device's large-frame pool has {} bytes of headroom; the stack needs \
+                     {} for its headers: configure it with more headroom",
+                    large.headroom(),
+                    ETHERNET_HEADER_LEN + IPV4_HEADER_LEN + 60
+                );
+                (caps.tcp_segmentation_max - IPV4_HEADER_LEN - TCP_MAX_HEADER_LEN)
+                    .min(large.data_capacity())
+            }
+            None => 0,
+        };
+        let unverified = |c: Checksum| match c {
+            Checksum::Both | Checksum::Tx => Checksum::Tx,
+            Checksum::Rx | Checksum::None => Checksum::None,
+        };
+        let trusted_caps = ChecksumCapabilities {
+            tcp: unverified(checksums.tcp),
+            udp: unverified(checksums.udp),
+            ..checksums
+        };
         let key = u64::from_le_bytes(secret[..8].try_into().expect("8 bytes"));
         let hasher = KeyedHash { key };
         let mut arp = ArpCache::new(config.arp.clone());
@@ -326,6 +360,14 @@ impl<D: Device> Stack<D> {
                 mtu,
                 caps: checksums,
                 pool,
+                frame_offloads: caps.frame_offloads,
+                tx_offloads: Vec::with_capacity(if caps.frame_offloads {
+                    config.tx_queue.min(4096)
+                } else {
+                    0
+                }),
+                large_pool,
+                tcp_large_payload_max,
                 arp,
                 tx: Vec::with_capacity(config.tx_queue.min(4096)),
                 tx_limit: config.tx_queue,
@@ -351,6 +393,8 @@ impl<D: Device> Stack<D> {
             listeners: HashMap::with_capacity_and_hasher(64, hasher),
             udp_ports: HashMap::with_capacity_and_hasher(64, hasher),
             rx_batch: Vec::with_capacity(config.burst.max(1)),
+            rx_offloads: Vec::with_capacity(config.burst.max(1)),
+            trusted_caps,
             dirty: Vec::with_capacity(config.max_sockets),
             timer_hint: Instant::FAR_FUTURE,
             timers: BinaryHeap::with_capacity(2 * config.max_sockets + 16),
@@ -425,11 +469,24 @@ impl<D: Device> Stack<D> {
         self.iface.now = now;
         let mut progress = false;
         loop {
-            let n = self.device.rx_burst(&mut self.rx_batch, self.burst);
+            let n = if self.iface.frame_offloads {
+                let n = self.device.rx_burst_offload(
+                    &mut self.rx_batch,
+                    &mut self.rx_offloads,
+                    self.burst,
+                );
+                debug_assert_eq!(self.rx_offloads.len(), self.rx_batch.len(), "one per frame");
+                self.rx_offloads.reverse();
+                n
+            } else {
+                self.device.rx_burst(&mut self.rx_batch, self.burst)
+            };
             // In order, by popping from the back of the reversed batch (cheaper than a drain).
             self.rx_batch.reverse();
             while let Some(frame) = self.rx_batch.pop() {
-                self.receive(frame);
+                // (Without frame offloads `rx_offloads` stays empty.)
+                let trusted = self.rx_offloads.pop().is_some_and(|o| o.checksum_trusted());
+                self.receive(frame, trusted);
             }
             if n == 0 {
                 break;
@@ -481,7 +538,12 @@ impl<D: Device> Stack<D> {
         if self.iface.tx.is_empty() {
             return;
         }
-        self.device.tx_burst(&mut self.iface.tx);
+        if self.iface.frame_offloads {
+            self.device
+                .tx_burst_offload(&mut self.iface.tx, &mut self.iface.tx_offloads);
+        } else {
+            self.device.tx_burst(&mut self.iface.tx);
+        }
         // Frames the device did not take wait for the next poll (bounded by tx_limit).
     }
 
@@ -725,26 +787,33 @@ impl<D: Device> Stack<D> {
 
     // ------------------------------------------------------------------ receive
 
-    fn receive(&mut self, frame: Buffer) {
+    /// One received frame; `checksum_trusted`: its TCP or UDP checksum need not be verified
+    /// (the device says so, [`FrameOffload::checksum_trusted`]).
+    fn receive(&mut self, frame: Buffer, checksum_trusted: bool) {
         self.iface.stats.rx_frames += 1;
         match ethernet::receive(&mut self.iface, &frame) {
             Some(Payload::Arp) => arp::receive(&mut self.iface, &frame[ETHERNET_HEADER_LEN..]),
-            Some(Payload::Ipv4) => self.receive_ipv4(frame),
+            Some(Payload::Ipv4) => self.receive_ipv4(frame, checksum_trusted),
             None => {}
         }
     }
 
-    fn receive_ipv4(&mut self, frame: Buffer) {
+    fn receive_ipv4(&mut self, frame: Buffer, checksum_trusted: bool) {
         let Some((ip, range)) = ipv4::receive(&mut self.iface, &frame[ETHERNET_HEADER_LEN..])
         else {
             return;
         };
         let start = ETHERNET_HEADER_LEN + range.start;
         let end = ETHERNET_HEADER_LEN + range.end;
+        let caps = if checksum_trusted {
+            self.trusted_caps
+        } else {
+            self.iface.caps
+        };
         match ip.next_header {
-            IpProtocol::Tcp => self.receive_tcp(&ip, frame, start, end),
+            IpProtocol::Tcp => self.receive_tcp(&ip, frame, start, end, &caps),
             IpProtocol::Icmp => icmp::receive(&mut self.iface, &ip, &frame[start..end]),
-            IpProtocol::Udp => self.receive_udp(&ip, &frame, start, end),
+            IpProtocol::Udp => self.receive_udp(&ip, &frame, start, end, &caps),
             _ => self.iface.stats.ipv4_unknown_protocol += 1,
         }
     }
@@ -755,8 +824,10 @@ impl<D: Device> Stack<D> {
         frame: &Buffer,
         start: usize,
         end: usize,
+        caps: &ChecksumCapabilities,
     ) {
-        let Some((repr, payload)) = udp::parse(&mut self.iface, ip, &frame[start..end]) else {
+        let Some((repr, payload)) = udp::parse(&mut self.iface, ip, &frame[start..end], caps)
+        else {
             return;
         };
         let Some(&index) = self.udp_ports.get(&repr.dst_port) else {
@@ -770,17 +841,20 @@ impl<D: Device> Stack<D> {
         }
     }
 
-    /// A TCP segment in `frame[start..end]`. The frame's handle becomes the segment's payload
-    /// (no new handle on the chunk), so a connection can tell whether it holds the only one.
+    /// A TCP segment in `frame[start..end]`, its checksum verified as `caps` says. The frame's
+    /// handle becomes the segment's payload (no new handle on the chunk), so a connection can
+    /// tell whether it holds the only one. The segment may be longer than the MSS (a large
+    /// segment a device delivered whole): its payload is taken like any other.
     fn receive_tcp(
         &mut self,
         ip: &bypass_wire::Ipv4Repr,
         mut frame: Buffer,
         start: usize,
         end: usize,
+        caps: &ChecksumCapabilities,
     ) {
         let parsed = match TcpPacket::new_checked(&frame[start..end]) {
-            Ok(packet) => TcpRepr::parse(&packet, ip.src_addr, ip.dst_addr, &self.iface.caps),
+            Ok(packet) => TcpRepr::parse(&packet, ip.src_addr, ip.dst_addr, caps),
             Err(e) => Err(e),
         };
         let (repr, payload_len) = match parsed {

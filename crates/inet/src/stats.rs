@@ -100,6 +100,12 @@ pub struct Stats {
     // TCP (RFC 9293 and friends).
     pub tcp_rx_segments: u64,
     pub tcp_tx_segments: u64,
+    /// Segments larger than one MSS handed to the device to cut (TCP segmentation offload;
+    /// counted in `tcp_tx_segments` once each).
+    pub tcp_tx_large_segments: u64,
+    /// In-order segments received holding more than one MSS of ours (a sender's
+    /// segmentation offload left them whole).
+    pub tcp_rx_large_segments: u64,
     /// Segments carrying data sent again.
     pub tcp_retransmits: u64,
     pub tcp_rto_expired: u64,

@@ -4,7 +4,9 @@ use std::collections::VecDeque;
 use std::net::SocketAddrV4;
 
 use bypass_runtime::Buffer;
-use bypass_wire::{IpProtocol, Ipv4Repr, UdpPacket, UdpRepr, IPV4_HEADER_LEN, UDP_HEADER_LEN};
+use bypass_wire::{
+    ChecksumCapabilities, IpProtocol, Ipv4Repr, UdpPacket, UdpRepr, IPV4_HEADER_LEN, UDP_HEADER_LEN,
+};
 
 use crate::error::Error;
 use crate::iface::Iface;
@@ -91,10 +93,13 @@ impl UdpSocket {
 }
 
 /// Parses a UDP datagram; returns the header and the payload's range within `datagram`.
+/// `caps` says which checksums to verify (the interface's, or fewer for a frame whose
+/// checksum the device vouched for).
 pub(crate) fn parse(
     iface: &mut Iface,
     ip: &Ipv4Repr,
     datagram: &[u8],
+    caps: &ChecksumCapabilities,
 ) -> Option<(UdpRepr, std::ops::Range<usize>)> {
     let view = match UdpPacket::new_checked(datagram) {
         Ok(v) => v,
@@ -103,7 +108,7 @@ pub(crate) fn parse(
             return None;
         }
     };
-    match UdpRepr::parse(&view, ip.src_addr, ip.dst_addr, &iface.caps) {
+    match UdpRepr::parse(&view, ip.src_addr, ip.dst_addr, caps) {
         Ok(r) => Some((r, UDP_HEADER_LEN..view.len() as usize)),
         Err(e) => {
             iface.stats.parse_error(Layer::Udp, e);

@@ -15,6 +15,9 @@ pub const TPACKET_V2: i32 = 1;
 pub const TPACKET_V3: i32 = 2;
 pub const TP_STATUS_KERNEL: u32 = 0;
 pub const TP_STATUS_USER: u32 = 1 << 0;
+/// RX: the frame did not fit its slot (which holds its start); the whole of it waits in the
+/// socket's receive queue, to be read with `recvmsg` (`PACKET_COPY_THRESH`).
+pub const TP_STATUS_COPY: u32 = 1 << 1;
 pub const TP_STATUS_AVAILABLE: u32 = 0;
 pub const TP_STATUS_SEND_REQUEST: u32 = 1 << 0;
 pub const TP_STATUS_WRONG_FORMAT: u32 = 1 << 2;
@@ -144,15 +147,26 @@ impl Slots {
         unsafe { std::slice::from_raw_parts(self.base.add(slot * self.slot_size), self.slot_size) }
     }
 
-    /// Writes `data` at `at` of a slot we own, and the 32-bit `value` at `len_at`.
-    pub fn write(&mut self, slot: usize, at: usize, data: &[u8], len_at: usize, value: u32) {
-        assert!(slot < self.count && at + data.len() <= self.slot_size);
+    /// Writes `head` then `data` at `at` of a slot we own, and the 32-bit `value` at `len_at`.
+    pub fn write(
+        &mut self,
+        slot: usize,
+        at: usize,
+        head: &[u8],
+        data: &[u8],
+        len_at: usize,
+        value: u32,
+    ) {
+        let end = at + head.len() + data.len();
+        assert!(slot < self.count && end <= self.slot_size);
         assert!(len_at.is_multiple_of(4) && len_at + 4 <= at);
         // SAFETY: in bounds and disjoint from the status word; the slot's status said it is
         // ours (available), so the kernel neither reads nor writes it until we flip the status.
         unsafe {
             let slot_base = self.base.add(slot * self.slot_size);
-            std::ptr::copy_nonoverlapping(data.as_ptr(), slot_base.add(at), data.len());
+            let to = slot_base.add(at);
+            std::ptr::copy_nonoverlapping(head.as_ptr(), to, head.len());
+            std::ptr::copy_nonoverlapping(data.as_ptr(), to.add(head.len()), data.len());
             slot_base.add(len_at).cast::<u32>().write(value);
         }
     }

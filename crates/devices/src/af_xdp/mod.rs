@@ -794,6 +794,7 @@ impl Device for AfXdp {
             max_burst: TX_BATCH_PER_KICK as usize,
             rx_checksum_offload: false,
             tx_checksum_offload: false,
+            ..DeviceCaps::default()
         }
     }
 

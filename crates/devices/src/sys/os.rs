@@ -188,6 +188,51 @@ pub fn recv(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
     })
 }
 
+/// `sendmsg(2)` of one datagram gathered from `head` then `data`, without blocking.
+pub fn send_gathered(fd: &OwnedFd, head: &[u8], data: &[u8]) -> io::Result<usize> {
+    let mut iov = [
+        libc::iovec {
+            iov_base: head.as_ptr() as *mut libc::c_void,
+            iov_len: head.len(),
+        },
+        libc::iovec {
+            iov_base: data.as_ptr() as *mut libc::c_void,
+            iov_len: data.len(),
+        },
+    ];
+    // SAFETY: a zeroed msghdr is valid (no name, no control data).
+    let mut msg: libc::msghdr = unsafe { MaybeUninit::zeroed().assume_init() };
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = iov.len();
+    // SAFETY: both iovecs point to readable memory of their length, borrowed for the call;
+    // the kernel only reads through them.
+    check_size(unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, libc::MSG_DONTWAIT) })
+}
+
+/// `recvmsg(2)` of one datagram scattered into `head` then `data`, without blocking.
+/// Returns the bytes received and whether the datagram was longer than both (`MSG_TRUNC`:
+/// the rest is lost).
+pub fn recv_scattered(fd: &OwnedFd, head: &mut [u8], data: &mut [u8]) -> io::Result<(usize, bool)> {
+    let mut iov = [
+        libc::iovec {
+            iov_base: head.as_mut_ptr().cast(),
+            iov_len: head.len(),
+        },
+        libc::iovec {
+            iov_base: data.as_mut_ptr().cast(),
+            iov_len: data.len(),
+        },
+    ];
+    // SAFETY: a zeroed msghdr is valid (no name, no control data).
+    let mut msg: libc::msghdr = unsafe { MaybeUninit::zeroed().assume_init() };
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = iov.len();
+    // SAFETY: both iovecs point to writable memory of their length, exclusively borrowed for
+    // the call; `msg` outlives it.
+    let n = check_size(unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT) })?;
+    Ok((n, msg.msg_flags & libc::MSG_TRUNC != 0))
+}
+
 /// `setns(2)`: moves the calling thread into the namespace `fd` refers to.
 pub fn setns(fd: &OwnedFd, nstype: libc::c_int) -> io::Result<()> {
     // SAFETY: plain system call on a descriptor we own.

@@ -214,6 +214,7 @@ impl Device for Tap {
             max_burst: 32,
             rx_checksum_offload: false,
             tx_checksum_offload: false,
+            ..DeviceCaps::default()
         }
     }
 

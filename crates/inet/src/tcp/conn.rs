@@ -3,9 +3,10 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use bypass_devices::{FrameChecksum, FrameOffload};
 use bypass_runtime::{Buffer, Instant};
 use bypass_wire::{
-    IpProtocol, Ipv4Address, TcpFlags, TcpPacket, TcpRepr, TcpSeqNumber, TcpTimestamp,
+    checksum, IpProtocol, Ipv4Address, TcpFlags, TcpPacket, TcpRepr, TcpSeqNumber, TcpTimestamp,
     ETHERNET_HEADER_LEN, IPV4_HEADER_LEN, TCP_HEADER_LEN,
 };
 
@@ -1053,6 +1054,12 @@ impl Tcb {
         }
         if seq == self.rcv_nxt {
             let filled_hole = !self.assembler.is_empty();
+            // A large segment (a sender's segmentation offload left it whole) counts as the
+            // segments of our MSS it holds, for the ACK-every-second-segment rule below.
+            let segments = payload.len().div_ceil(self.adv_mss.max(1)) as u32;
+            if segments > 1 {
+                iface.stats.tcp_rx_large_segments += 1;
+            }
             self.push_rcv(iface, payload);
             if filled_hole {
                 while let Some(b) = self.assembler.pop_ready(self.rcv_nxt) {
@@ -1064,7 +1071,7 @@ impl Tcb {
                     self.ooo_fin = None;
                 }
             }
-            self.unacked_segments += 1;
+            self.unacked_segments += segments;
             // RFC 9293 §3.8.6.3 / RFC 5681 §4.2: ACK at least every second full segment and
             // at once when a hole fills; quick ACKs at the start help slow start.
             match self.delayed_ack {
@@ -1382,21 +1389,28 @@ impl Tcb {
                 .snd_wnd
                 .saturating_sub(in_flight)
                 .min(self.cc.cwnd().saturating_sub(flight));
-            let len = unsent.min(usable).min(mss);
+            let mut len = unsent.min(usable).min(self.segment_max(iface, mss));
+            if len > mss && len % mss != 0 {
+                // A segment the device cuts: its full-sized pieces go, and its short last
+                // piece only if it could go as a segment of its own behind them.
+                let short = len % mss;
+                let short_at = self.snd_nxt + (len - short);
+                let all_queued = len == unsent;
+                let ahead = in_flight + (len - short);
+                if !self.short_segment_may_go(cfg, short, short_at, all_queued, ahead) {
+                    len -= short;
+                }
+            }
             let fin = self.fin_queued && !self.fin_acked && len == unsent;
             if len == 0 && !fin {
                 break;
             }
-            if len > 0 && len < mss && !fin {
-                // RFC 9293 §3.8.6.2.1 (sender silly window avoidance) and §3.7.4 (Nagle).
-                let all_queued = len == unsent;
-                let nagle_ok = !cfg.nagle || in_flight == 0;
-                let half_window = len >= self.max_snd_wnd / 2 && self.max_snd_wnd > 0;
-                // Data sent before (a retransmission after a timeout) never waits.
-                let resend = self.snd_nxt < self.snd_max;
-                if !((all_queued && nagle_ok) || half_window || self.force_send || resend) {
-                    break;
-                }
+            if len > 0
+                && len < mss
+                && !fin
+                && !self.short_segment_may_go(cfg, len, self.snd_nxt, len == unsent, in_flight)
+            {
+                break;
             }
             let seq = self.snd_nxt;
             let mut flags = TcpFlags::ACK;
@@ -1442,6 +1456,46 @@ impl Tcb {
             self.persist_at = Some(now + self.rtt.rto(self.persist_backoff));
         }
         sent_any
+    }
+
+    /// Whether a segment of `len` bytes, less than one MSS, at `seq` may go now, with
+    /// `in_flight` bytes sent and unacknowledged ahead of it; `all_queued`: it carries the
+    /// last byte queued. RFC 9293 §3.8.6.2.1 (sender silly window avoidance) and §3.7.4
+    /// (Nagle).
+    fn short_segment_may_go(
+        &self,
+        cfg: &TcpConfig,
+        len: usize,
+        seq: TcpSeqNumber,
+        all_queued: bool,
+        in_flight: usize,
+    ) -> bool {
+        let nagle_ok = !cfg.nagle || in_flight == 0;
+        let half_window = len >= self.max_snd_wnd / 2 && self.max_snd_wnd > 0;
+        // Data sent before (a retransmission after a timeout) never waits.
+        let resend = seq < self.snd_max;
+        (all_queued && nagle_ok) || half_window || self.force_send || resend
+    }
+
+    /// The most data the next segment of [`Tcb::output_data`] may carry (new data, or data
+    /// sent again after a timeout): one MSS (`mss`), or, when the device cuts segments itself
+    /// (TCP segmentation offload), as many whole MSS as its limit and a large chunk allow.
+    /// Only a segment that takes the resolved route without SACK blocks (`emit`'s fast path,
+    /// the one that asks the device for offloads) may be large, and only while a large chunk
+    /// is free; otherwise segments stay at the MSS, as without the offload. Retransmissions
+    /// of holes and of the first unacknowledged segment do not come here: they stay at the
+    /// MSS.
+    fn segment_max(&self, iface: &Iface, mss: usize) -> usize {
+        if iface.tcp_large_payload_max < 2 * mss {
+            return mss;
+        }
+        let sack_blocks = self.sack_enabled && !self.assembler.is_empty();
+        let route_holds = self.route.as_ref().is_some_and(|r| iface.route_holds(r));
+        let chunk_free = iface.large_pool.as_ref().is_some_and(|p| p.available() > 0);
+        if sack_blocks || !route_holds || !chunk_free {
+            return mss;
+        }
+        iface.tcp_large_payload_max / mss * mss
     }
 
     /// The most data one segment can carry now: the MSS less the SACK blocks it would carry
@@ -1655,7 +1709,9 @@ impl Tcb {
     }
 
     /// Builds one segment and hands it to the interface. `data_off..data_off+len` are bytes
-    /// of the send queue (relative to `snd_una`). Returns false if no buffer was free.
+    /// of the send queue (relative to `snd_una`); more than one MSS makes a large segment
+    /// for the device to cut ([`Tcb::segment_max`] allowed it). Returns false if no buffer
+    /// was free.
     fn emit(
         &mut self,
         iface: &mut Iface,
@@ -1665,7 +1721,14 @@ impl Tcb {
         len: usize,
         syn_options: bool,
     ) -> bool {
-        let Some(mut frame) = iface.alloc() else {
+        let segment_size = self.payload_max();
+        let large = len > segment_size;
+        let frame = if large {
+            iface.alloc_large()
+        } else {
+            iface.alloc()
+        };
+        let Some(mut frame) = frame else {
             return false;
         };
         let now = iface.now;
@@ -1729,6 +1792,10 @@ impl Tcb {
             self.last_send = now;
         }
         let plain = !syn_options && !syn && !is_rst && sack_ranges[0].is_none();
+        debug_assert!(
+            !large || (plain && self.route.as_ref().is_some_and(|r| iface.route_holds(r))),
+            "a large segment off the fast path"
+        );
         match &self.route {
             Some(route) if plain && iface.route_holds(route) => {
                 // The usual segment on a resolved route: all three headers written at once,
@@ -1759,12 +1826,46 @@ impl Tcb {
                 if let Some(ts) = timestamp {
                     tcp.options_mut().copy_from_slice(&ts.aligned_option());
                 }
-                if iface.caps.tcp.tx() {
-                    TcpPacket::new_unchecked(&mut frame.as_mut_slice()[ROUTE_HEADERS_LEN..])
-                        .fill_checksum(self.local.0, self.remote.0);
+                if iface.frame_offloads {
+                    // The device completes the checksum: the field holds the pseudo-header
+                    // sum (RFC 9293 §3.1), the device adds header and payload to it, and cuts
+                    // a large segment into segments of `segment_size` bytes.
+                    let tcp_total = tcp_len + payload_len;
+                    let pseudo = checksum::pseudo_header(
+                        self.local.0,
+                        self.remote.0,
+                        IpProtocol::Tcp,
+                        tcp_total as u32,
+                    );
+                    tcp.set_checksum(pseudo);
+                    let offload = FrameOffload {
+                        checksum: FrameChecksum::Partial {
+                            start: ROUTE_HEADERS_LEN as u16,
+                            offset: 16,
+                        },
+                        tcp_segment_size: if large { segment_size as u16 } else { 0 },
+                        header_len: if large {
+                            (ROUTE_HEADERS_LEN + tcp_len) as u16
+                        } else {
+                            0
+                        },
+                    };
+                    if large {
+                        iface.stats.tcp_tx_large_segments += 1;
+                    }
+                    debug_assert!(
+                        frame.len() - ETHERNET_HEADER_LEN <= iface.mtu
+                            || tcp_total - tcp_len <= iface.tcp_large_payload_max
+                    );
+                    iface.queue_frame_offload(frame, offload);
+                } else {
+                    if iface.caps.tcp.tx() {
+                        TcpPacket::new_unchecked(&mut frame.as_mut_slice()[ROUTE_HEADERS_LEN..])
+                            .fill_checksum(self.local.0, self.remote.0);
+                    }
+                    debug_assert!(frame.len() - ETHERNET_HEADER_LEN <= iface.mtu);
+                    iface.queue_frame(frame);
                 }
-                debug_assert!(frame.len() - ETHERNET_HEADER_LEN <= iface.mtu);
-                iface.queue_frame(frame);
             }
             _ => {
                 let mss_opt = self.adv_mss.min(u16::MAX as usize) as u16;
