@@ -644,6 +644,7 @@ pub(crate) fn open(
                 &HubConfig {
                     loss: config.sim.loss,
                     seed: config.sim.seed,
+                    checksum_offload: config.sim.checksum_offload,
                     ..HubConfig::default()
                 },
             );
