@@ -179,6 +179,10 @@ pub struct SimSection {
     pub loss: f64,
     /// Seed of the loss decisions.
     pub seed: u64,
+    /// The wire fills and verifies IPv4/TCP/UDP checksums, as a NIC with offload would, so
+    /// the stack skips its own checksum code (off: the stack computes them, as over xdp or
+    /// packet). LibOses on one wire share the setting of the first one.
+    pub checksum_offload: bool,
 }
 
 impl Eq for SimSection {}
@@ -189,6 +193,7 @@ impl Default for SimSection {
             wire: "bypass-sim".into(),
             loss: 0.0,
             seed: 1,
+            checksum_offload: false,
         }
     }
 }

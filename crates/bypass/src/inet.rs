@@ -21,6 +21,10 @@ use crate::slab::Slab;
 use crate::turns::{Turns, Waiters};
 use crate::types::{QValue, SocketKind};
 
+/// The most bytes one pop of a stream gathers from the segments already received (the same
+/// as one receive of the kernel libOS).
+const POP_GATHER_BYTES: usize = 64 * 1024;
+
 /// The device under a user-space stack, whatever it is.
 pub(crate) type AnyDevice = Box<dyn Device>;
 
@@ -580,11 +584,12 @@ impl Op {
                         Err(err) => QValue::Failed(map_err(err, "pop")),
                     }
                 } else {
-                    match stack.tcp_recv(h) {
-                        Ok(Some(buf)) => QValue::Popped {
-                            sga: Sga::from(buf),
-                            from: None,
-                        },
+                    // Everything queued comes along, up to POP_GATHER_BYTES: a bulk receiver
+                    // pays one operation per burst of segments, not per segment. (Several
+                    // segments need the Sga's segment list: one allocation per such pop; a
+                    // pop of one segment allocates nothing.)
+                    match stack.tcp_recv_sga(h, POP_GATHER_BYTES) {
+                        Ok(Some(sga)) => QValue::Popped { sga, from: None },
                         Ok(None) => {
                             let _ = stack.register_waker(h, Interest::Readable, cx.waker());
                             return Poll::Pending;
@@ -639,6 +644,7 @@ pub(crate) fn open(
                 &HubConfig {
                     loss: config.sim.loss,
                     seed: config.sim.seed,
+                    checksum_offload: config.sim.checksum_offload,
                     ..HubConfig::default()
                 },
             );

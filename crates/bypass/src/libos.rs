@@ -52,10 +52,11 @@ pub(crate) struct Engines {
 }
 
 impl Engines {
-    /// Moves every engine's I/O forward once, at time `now`. `block_ms` > 0 lets an engine
+    /// Moves every engine's I/O forward once. `now` is the time if the caller read it (the
+    /// clock is read here only for an engine that needs it). `block_ms` > 0 lets an engine
     /// sleep in the kernel that long when it has nothing to do. Returns whether anything
     /// happened.
-    fn poll(&mut self, now: Instant, block_ms: i32) -> Result<bool> {
+    fn poll(&mut self, now: Option<Instant>, block_ms: i32) -> Result<bool> {
         let mut progress = false;
         // With storage I/O in flight the network engines must not sleep past its completions.
         // Nor while a shared-memory pop waits (its channel has no fd to sleep on with them).
@@ -68,7 +69,7 @@ impl Engines {
             progress |= u.poll(if storage_busy { 0 } else { block_ms })?;
         }
         if let Some(i) = &mut self.inet {
-            progress |= i.poll(now);
+            progress |= i.poll(now.unwrap_or_else(|| self.clock.now()));
         }
         if let Some(s) = &mut self.storage {
             let alone = self.kernel.is_none() && self.uring.is_none() && self.inet.is_none();
@@ -650,22 +651,28 @@ impl LibOs {
         let deadline = self.deadline(timeout);
         loop {
             for (i, &qt) in qts.iter().enumerate() {
-                match self.scheduler.is_done(qt.0) {
-                    Ok(true) => {
-                        let c = self
-                            .scheduler
-                            .take(qt.0)
-                            .ok()
-                            .flatten()
-                            .expect("done task has a result");
-                        return Ok((i, to_result(qt, c)));
-                    }
-                    Ok(false) => {}
-                    Err(_) => return Err(unknown_token(qt)),
+                if let Some(result) = self.take_result(qt)? {
+                    return Ok((i, result));
                 }
             }
             self.turn(deadline)?;
         }
+    }
+
+    /// The result of `qt` if its operation completed (the token is spent then), `None` while
+    /// it runs.
+    fn take_result(&mut self, qt: QToken) -> Result<Option<QResult>> {
+        let Some(c) = self.scheduler.take(qt.0).map_err(|_| unknown_token(qt))? else {
+            return Ok(None);
+        };
+        // Keep the completion order short: a token taken here is most often the newest or
+        // the oldest entry, so `wait_next_n` has no stale entry to skip.
+        if self.completed.back() == Some(&qt.0) {
+            self.completed.pop_back();
+        } else if self.completed.front() == Some(&qt.0) {
+            self.completed.pop_front();
+        }
+        Ok(Some(to_result(qt, c)))
     }
 
     /// Delivers completions of any pending operations, in the order they completed, to `f`,
@@ -706,8 +713,7 @@ impl LibOs {
 
     /// Drives I/O once without waiting: engines, then woken operations.
     pub fn poll(&mut self) -> Result<()> {
-        let now = self.engines.clock.now();
-        self.engines.poll(now, 0)?;
+        self.engines.poll(None, 0)?;
         self.run_ready();
         Ok(())
     }
@@ -718,24 +724,25 @@ impl LibOs {
 
     /// One turn of the event loop; `TimedOut` once `deadline` has passed.
     fn turn(&mut self, deadline: Option<Instant>) -> Result<()> {
-        // One clock reading per turn serves the engines and the deadline; only a turn that
-        // may have slept reads the clock again.
-        let mut now = self.engines.clock.now();
-        let block_ms = match self.config.poll {
-            PollMode::Spin => 0,
-            PollMode::Block if self.scheduler.has_ready() => 0,
-            PollMode::Block => match deadline {
-                None => 10,
-                Some(d) => d.saturating_duration_since(now).as_millis().clamp(0, 10) as i32,
-            },
+        // The clock is read only for a deadline (once, serving the engines too, unless the
+        // turn may have slept) or by an engine that keeps time: a spinning turn without
+        // either, as over kernel sockets, reads no clock at all.
+        let mut now = deadline.map(|_| self.engines.clock.now());
+        let block_ms = match (self.config.poll, now, deadline) {
+            (PollMode::Spin, _, _) => 0,
+            (PollMode::Block, _, _) if self.scheduler.has_ready() => 0,
+            (PollMode::Block, Some(now), Some(d)) => {
+                d.saturating_duration_since(now).as_millis().clamp(0, 10) as i32
+            }
+            (PollMode::Block, _, _) => 10,
         };
         self.engines.poll(now, block_ms)?;
         self.run_ready();
         if let Some(d) = deadline {
             if block_ms > 0 {
-                now = self.engines.clock.now();
+                now = Some(self.engines.clock.now());
             }
-            if now >= d {
+            if now.is_some_and(|now| now >= d) {
                 return Err(Error::new(
                     ErrorKind::TimedOut,
                     "the wait timed out; the token stays valid",

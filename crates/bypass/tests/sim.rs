@@ -201,3 +201,72 @@ fn binding_an_address_that_is_not_ours_names_ours() {
         ErrorKind::AddressInUse
     );
 }
+
+/// Polls both LibOses (one thread, like `bypass bench echo --libos sim`) until `qt` of `owner`
+/// completes.
+fn drive(owner: &mut LibOs, other: &mut LibOs, qt: bypass::QToken) -> QValue {
+    let deadline = std::time::Instant::now() + LONG.unwrap();
+    while !owner.is_done(qt).unwrap() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{qt:?} never completed"
+        );
+        owner.poll().unwrap();
+        other.poll().unwrap();
+    }
+    owner.wait(qt, None).unwrap().value
+}
+
+#[test]
+fn one_pop_gathers_the_segments_already_received_then_end_of_stream_follows() {
+    // Both LibOses in this thread: frames cross the wire as moved buffers.
+    let mut server = sim("gather", "10.0.0.1/24");
+    let mut client = sim("gather", "10.0.0.2/24");
+    let l = server.socket(SocketKind::Stream).unwrap();
+    server.bind(l, "10.0.0.1:7".parse().unwrap()).unwrap();
+    server.listen(l, 4).unwrap();
+    let accept = server.accept(l).unwrap();
+    let c = client.socket(SocketKind::Stream).unwrap();
+    let connect = client.connect(c, "10.0.0.1:7".parse().unwrap()).unwrap();
+    assert!(matches!(
+        drive(&mut client, &mut server, connect),
+        QValue::Connected
+    ));
+    let QValue::Accepted { qd: s, .. } = drive(&mut server, &mut client, accept) else {
+        panic!("accept failed");
+    };
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    let push = client
+        .push(c, client.sga_from_slice(&data).unwrap())
+        .unwrap();
+    drive(&mut client, &mut server, push);
+    client.close(c).unwrap();
+    // Let every segment and the FIN arrive before the server pops.
+    let settle = std::time::Instant::now() + Duration::from_millis(100);
+    while std::time::Instant::now() < settle {
+        server.poll().unwrap();
+        client.poll().unwrap();
+    }
+    let pop = server.pop(s).unwrap();
+    let QValue::Popped { sga: first, .. } = drive(&mut server, &mut client, pop) else {
+        panic!("first pop failed");
+    };
+    assert_eq!(
+        first.len(),
+        64 * 1024,
+        "one pop takes up to 64 KiB of what arrived"
+    );
+    assert!(first.num_segments() > 1, "gathered from several segments");
+    let pop = server.pop(s).unwrap();
+    let QValue::Popped { sga: rest, .. } = drive(&mut server, &mut client, pop) else {
+        panic!("second pop failed");
+    };
+    let mut got = first.to_vec();
+    got.extend_from_slice(&rest.to_vec());
+    assert!(got == data, "the bytes came back different");
+    let pop = server.pop(s).unwrap();
+    assert!(matches!(
+        drive(&mut server, &mut client, pop),
+        QValue::EndOfStream
+    ));
+}

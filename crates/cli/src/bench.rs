@@ -163,6 +163,10 @@ struct BenchReport {
     rounds: u32,
     /// CPUs of the client and the server, or null when not pinned.
     pinned: Option<(usize, usize)>,
+    /// Whether the `sim` wire offloaded checksums (`sim.checksum_offload`); absent without a
+    /// `sim` row.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sim_checksum_offload: Option<bool>,
     results: Vec<Row>,
 }
 
@@ -419,6 +423,10 @@ fn echo(global: &Global, args: EchoArgs) -> Result<(), CliError> {
         message_size: args.size,
         rounds: args.rounds,
         pinned,
+        sim_checksum_offload: results
+            .iter()
+            .any(|row| row.target == "sim")
+            .then_some(file.bypass.sim.checksum_offload),
         results,
     };
     if args.json {
@@ -441,9 +449,15 @@ fn print_table(r: &BenchReport) {
         Some((c, s)) => println!("client on CPU {c}, server on CPU {s}, both busy-polling"),
         None => println!("not pinned (one CPU), both busy-polling"),
     }
-    if r.results.iter().any(|row| row.target == "sim") {
+    if let Some(offload) = r.sim_checksum_offload {
         println!(
-            "sim: client and server in one thread on the client's CPU, over the in-process wire"
+            "sim: client and server in one thread on the client's CPU, over the in-process wire; \
+             checksums {}",
+            if offload {
+                "offloaded to the wire (sim.checksum_offload)"
+            } else {
+                "computed by the stack"
+            }
         );
     }
     println!(

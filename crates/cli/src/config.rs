@@ -138,7 +138,7 @@ mod tests {
                 "docs/config.toml lacks net.{key}"
             );
         }
-        for key in ["wire", "loss", "seed"] {
+        for key in ["wire", "loss", "seed", "checksum_offload"] {
             assert!(
                 table["sim"].get(key).is_some(),
                 "docs/config.toml lacks sim.{key}"

@@ -1120,6 +1120,35 @@ impl<D: Device> Stack<D> {
         self.tcp_recv_max(h, usize::MAX)
     }
 
+    /// The received bytes queued now, up to `max` (at least 1), as one Sga (zero-copy where
+    /// possible): what [`Stack::tcp_recv`] would return over several calls. `Ok(None)`:
+    /// nothing yet. End of stream and errors are returned as by [`Stack::tcp_recv`] once
+    /// nothing is left before them.
+    pub fn tcp_recv_sga(&mut self, h: SocketHandle, max: usize) -> Result<Option<Sga>> {
+        let tcb = self.tcb(h)?;
+        let r = tcb.recv(max.max(1)).map(|first| {
+            first.map(|first| {
+                let mut taken = first.len();
+                let mut sga = Sga::from(first);
+                while taken < max && tcb.recv_queued() > 0 {
+                    match tcb.recv(max - taken) {
+                        Ok(Some(piece)) => {
+                            taken += piece.len();
+                            sga.push(piece);
+                        }
+                        // End of stream or an error: the next call reports it.
+                        _ => break,
+                    }
+                }
+                sga
+            })
+        });
+        if tcb.wants_output() {
+            self.mark_dirty(h.index);
+        }
+        r
+    }
+
     /// Like [`Stack::tcp_recv`], at most `max` bytes.
     pub fn tcp_recv_max(&mut self, h: SocketHandle, max: usize) -> Result<Option<Buffer>> {
         let tcb = self.tcb(h)?;

@@ -214,56 +214,55 @@ impl<C, T: Task<C>> Scheduler<C, T> {
     }
 
     fn insert_with_state(&mut self, state: State<T, T::Output>) -> Result<TaskId, Full> {
-        let index = match self.free_head {
-            Some(index) => {
-                let slot = &mut self.slots[index as usize];
-                let State::Free { next_free } = slot.state else {
-                    unreachable!("free list points at a busy slot");
-                };
-                self.free_head = next_free;
-                slot.state = state;
-                index
-            }
-            None => {
-                if self.slots.len() == self.capacity {
-                    return Err(Full {
-                        capacity: self.capacity,
-                    });
-                }
-                let index = self.slots.len() as u32;
-                let waker = Waker::from(Arc::new(SlotWaker {
-                    ready: self.ready.clone(),
-                    index,
-                }));
-                self.slots.push(Slot {
-                    generation: 0,
-                    state,
-                    waker,
-                });
-                index
-            }
-        };
+        let index = self.reserve()?;
+        let slot = &mut self.slots[index as usize];
+        slot.state = state;
         self.live += 1;
-        Ok(TaskId::new(index, self.slots[index as usize].generation))
+        Ok(TaskId::new(index, slot.generation))
     }
 
-    /// Adds a task and polls it once right away, so an operation that can complete at once
-    /// does so without a trip through the ready set. Returns its id and whether it completed.
-    pub fn insert_and_poll(&mut self, task: T, ctx: &mut C) -> Result<(TaskId, bool), Full> {
-        let id = self.insert_with_state(State::Running(task))?;
-        let slot = &mut self.slots[id.index() as usize];
-        let State::Running(task) = &mut slot.state else {
-            unreachable!("just inserted");
-        };
+    /// Takes a slot off the free list (or grows the slab by one) and returns its index. The
+    /// slot stays `Free` until the caller stores a state in it.
+    fn reserve(&mut self) -> Result<u32, Full> {
+        if let Some(index) = self.free_head {
+            let State::Free { next_free } = self.slots[index as usize].state else {
+                unreachable!("free list points at a busy slot");
+            };
+            self.free_head = next_free;
+            return Ok(index);
+        }
+        if self.slots.len() == self.capacity {
+            return Err(Full {
+                capacity: self.capacity,
+            });
+        }
+        let index = self.slots.len() as u32;
+        let waker = Waker::from(Arc::new(SlotWaker {
+            ready: self.ready.clone(),
+            index,
+        }));
+        self.slots.push(Slot {
+            generation: 0,
+            state: State::Free { next_free: None },
+            waker,
+        });
+        Ok(index)
+    }
+
+    /// Polls a task once and adds it, so an operation that can complete at once does so
+    /// without a trip through the ready set: the task is polled with the waker of the slot it
+    /// will occupy, then stored as done or as running. Returns its id and whether it completed.
+    pub fn insert_and_poll(&mut self, mut task: T, ctx: &mut C) -> Result<(TaskId, bool), Full> {
+        let index = self.reserve()?;
+        let slot = &mut self.slots[index as usize];
         let mut cx = Context::from_waker(&slot.waker);
-        let done = match task.poll(ctx, &mut cx) {
-            Poll::Ready(output) => {
-                slot.state = State::Done(output);
-                true
-            }
-            Poll::Pending => false,
+        let (state, done) = match task.poll(ctx, &mut cx) {
+            Poll::Ready(output) => (State::Done(output), true),
+            Poll::Pending => (State::Running(task), false),
         };
-        Ok((id, done))
+        slot.state = state;
+        self.live += 1;
+        Ok((TaskId::new(index, slot.generation), done))
     }
 
     /// Polls every task that was woken since the last run, once each. Returns how many completed.
@@ -312,13 +311,19 @@ impl<C, T: Task<C>> Scheduler<C, T> {
     /// Takes the result of a completed task, freeing its slot (the id is spent afterwards).
     /// `Ok(None)` while it runs.
     pub fn take(&mut self, id: TaskId) -> Result<Option<T::Output>, TakeError> {
-        if !self.is_done(id)? {
+        let next_free = self.free_head;
+        let slot = self.slot_mut(id).ok_or(TakeError::Unknown)?;
+        if !matches!(slot.state, State::Done(_)) {
             return Ok(None);
         }
-        Ok(Some(match self.free(id) {
-            State::Done(output) => output,
-            _ => unreachable!("checked done above"),
-        }))
+        let State::Done(output) = std::mem::replace(&mut slot.state, State::Free { next_free })
+        else {
+            unreachable!("checked done above");
+        };
+        slot.generation = slot.generation.wrapping_add(1);
+        self.free_head = Some(id.index());
+        self.live -= 1;
+        Ok(Some(output))
     }
 
     /// Drops a task, finished or not, freeing its slot. Returns whether the id named a task.
@@ -380,8 +385,15 @@ impl<C, T: Task<C>> Scheduler<C, T> {
     }
 
     fn slot_mut(&mut self, id: TaskId) -> Option<&mut Slot<T, T::Output>> {
-        self.slot(id).ok()?;
-        self.slots.get_mut(id.index() as usize)
+        match self.slots.get_mut(id.index() as usize) {
+            Some(slot)
+                if slot.generation == id.generation()
+                    && !matches!(slot.state, State::Free { .. }) =>
+            {
+                Some(slot)
+            }
+            _ => None,
+        }
     }
 
     fn free(&mut self, id: TaskId) -> State<T, T::Output> {
