@@ -1721,7 +1721,13 @@ impl Tcb {
         len: usize,
         syn_options: bool,
     ) -> bool {
-        let segment_size = self.payload_max();
+        // Only a device that cuts segments itself can take one above the MSS (and then the
+        // size it cuts at is needed); elsewhere this costs one comparison.
+        let segment_size = if iface.tcp_large_payload_max > 0 {
+            self.payload_max()
+        } else {
+            usize::MAX
+        };
         let large = len > segment_size;
         let frame = if large {
             iface.alloc_large()
