@@ -149,6 +149,20 @@ pub struct NetSection {
     pub xdp_mode: XdpModeName,
     /// AF_PACKET receive ring: "v2" (latency) or "v3" (throughput; its block timer adds ~1 ms).
     pub packet_ring: PacketRingName,
+    /// AF_PACKET checksum and TCP segmentation offload through virtio-net headers: "auto"
+    /// (on if the kernel takes them, else off with a warning), "on" (fail if the kernel
+    /// refuses) or "off" (the stack computes every checksum and sends MTU-sized segments).
+    pub packet_offload: PacketOffloadName,
+}
+
+/// AF_PACKET offload settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PacketOffloadName {
+    #[default]
+    Auto,
+    On,
+    Off,
 }
 
 /// AF_XDP attach modes.

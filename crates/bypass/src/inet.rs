@@ -705,7 +705,7 @@ pub(crate) fn open(
 /// Opens the AF_XDP, AF_PACKET or TAP device the configuration names, in its namespace; `ip` is
 /// the address the stack will own (the AF_PACKET device keeps the kernel's stack off it).
 fn real_device(config: &crate::Config, ip: Option<bypass_wire::Ipv4Cidr>) -> Result<AnyDevice> {
-    use crate::config::{LibOsName, PacketRingName, XdpModeName};
+    use crate::config::{LibOsName, PacketOffloadName, PacketRingName, XdpModeName};
     use bypass_devices::{af_packet, af_xdp, tap};
 
     if let Some(ns) = &config.net.netns {
@@ -738,6 +738,11 @@ fn real_device(config: &crate::Config, ip: Option<bypass_wire::Ipv4Cidr>) -> Res
             };
             // Keep the kernel's stack off our address.
             c.owned_address = ip.map(|cidr| cidr.address.0);
+            c.offload = match config.net.packet_offload {
+                PacketOffloadName::Auto => af_packet::Offload::Auto,
+                PacketOffloadName::On => af_packet::Offload::Required,
+                PacketOffloadName::Off => af_packet::Offload::Off,
+            };
             af_packet::AfPacket::open(&c).map(|d| Box::new(d) as AnyDevice)
         }
         _ => tap::Tap::open(&tap::TapConfig::new(iface)).map(|d| Box::new(d) as AnyDevice),

@@ -40,8 +40,8 @@ mod uring_net;
 
 pub use bypass_runtime::{Buffer, Sga};
 pub use config::{
-    Config, LibOsName, NetSection, PacketRingName, PollMode, SimSection, StorageSection,
-    TcpSection, XdpModeName,
+    Config, LibOsName, NetSection, PacketOffloadName, PacketRingName, PollMode, SimSection,
+    StorageSection, TcpSection, XdpModeName,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use libos::LibOs;

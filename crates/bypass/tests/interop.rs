@@ -41,8 +41,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bypass::{
-    Config, ErrorKind, LibOs, LibOsName, PacketRingName, QDesc, QToken, QValue, SocketKind,
-    XdpModeName,
+    Config, ErrorKind, LibOs, LibOsName, PacketOffloadName, PacketRingName, QDesc, QToken, QValue,
+    SocketKind, XdpModeName,
 };
 use bypass_devices::netns;
 use bypass_devices::topo::{Topology, TopologySpec};
@@ -116,7 +116,11 @@ fn run(program: &str, args: &[&str], stdin: Option<&str>) -> io::Result<String> 
 enum Path {
     XdpGeneric,
     XdpDriver,
+    /// AF_PACKET with its default offloads (checksum and segmentation, if the kernel takes
+    /// them).
     Packet,
+    /// AF_PACKET with `net.packet_offload = "off"`: plain frames of at most the MTU.
+    PacketPlain,
     Tap,
 }
 
@@ -236,7 +240,7 @@ impl Net {
     fn config(&self) -> Config {
         let libos = match self.path {
             Path::XdpGeneric | Path::XdpDriver => LibOsName::Xdp,
-            Path::Packet => LibOsName::Packet,
+            Path::Packet | Path::PacketPlain => LibOsName::Packet,
             Path::Tap => LibOsName::Tap,
         };
         let mut c = Config::with_libos(libos);
@@ -248,6 +252,9 @@ impl Net {
             _ => XdpModeName::Generic,
         };
         c.net.packet_ring = PacketRingName::V2;
+        if self.path == Path::PacketPlain {
+            c.net.packet_offload = PacketOffloadName::Off;
+        }
         c
     }
 
@@ -1171,4 +1178,17 @@ fn xdp_driver_mode_echo_and_bulk() {
     let net = Net::up(Path::XdpDriver);
     echo_bypass_server(&net);
     bulk(&net, if long() { 256 * MIB } else { 16 * MIB });
+}
+
+/// AF_PACKET with its offloads turned off: echo, and bulk with 2% loss, every byte checked.
+#[test]
+fn packet_without_offloads_echo_and_bulk_with_loss() {
+    if !root_or_skip("packet_without_offloads_echo_and_bulk_with_loss") {
+        return;
+    }
+    let _lock = serial();
+    let net = Net::up(Path::PacketPlain);
+    echo_bypass_server(&net);
+    net.add_loss(2);
+    bulk(&net, lossy_size());
 }

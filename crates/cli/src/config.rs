@@ -132,7 +132,7 @@ mod tests {
                 "docs/config.toml lacks net.{key}"
             );
         }
-        for key in ["xdp_mode", "packet_ring"] {
+        for key in ["xdp_mode", "packet_ring", "packet_offload"] {
             assert!(
                 table["net"].get(key).is_some(),
                 "docs/config.toml lacks net.{key}"
