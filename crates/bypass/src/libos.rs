@@ -474,7 +474,9 @@ impl LibOs {
         self.start(OpCode::Push, qd, work)
     }
 
-    /// Receives the next data of a queue.
+    /// Receives the next data of a queue: on a stream, what has arrived and was not popped yet
+    /// (up to 64 KiB; over the user-space stack, the received segments themselves, gathered in
+    /// one Sga); on a datagram socket or a shared-memory queue, the next whole message.
     pub fn pop(&mut self, qd: QDesc) -> Result<QToken> {
         let q = self.engines.queues.get(qd)?;
         let work = match q.kind {
