@@ -2,8 +2,9 @@
 //!
 //! A [`Device`] moves whole Ethernet frames, held in [`Buffer`]s, in batches. It knows nothing
 //! about IP or TCP beyond what an offload it announces takes (where a checksum goes, the size
-//! to cut a segment at, both told per frame by the stack). The stack above it (`bypass-inet`) is generic over this trait, so the same
-//! code runs over an in-memory simulated wire, AF_XDP, AF_PACKET rings or a TAP interface.
+//! to cut a segment at, both told per frame by the stack). The stack above it (`bypass-inet`)
+//! is generic over this trait, so the same code runs over an in-memory simulated wire, AF_XDP,
+//! AF_PACKET rings or a TAP interface.
 //!
 //! A device that can do more than move frames (complete checksums, cut large TCP segments
 //! into MTU-sized ones) says so in its [`DeviceCaps`] and takes or reports a [`FrameOffload`]
