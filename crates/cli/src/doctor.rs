@@ -55,6 +55,7 @@ pub(crate) fn run(_global: &Global, args: Args) -> Result<(), CliError> {
     let mut checks = vec![kernel()];
     checks.extend(io_uring());
     checks.push(af_xdp());
+    checks.push(af_packet_offloads());
     checks.push(huge_pages());
     checks.extend(privileges());
     checks.push(memlock());
@@ -225,6 +226,23 @@ fn af_xdp() -> Check {
                 _ => "the xdp libOS cannot run here; use --libos packet or kernel",
             };
             missing("AF_XDP", format!("socket(AF_XDP) failed: {e}"), fix)
+        }
+    }
+}
+
+fn af_packet_offloads() -> Check {
+    const NAME: &str = "AF_PACKET offloads";
+    match bypass_devices::af_packet::probe_offloads() {
+        Ok(()) => ok(
+            NAME,
+            "virtio-net headers work: the packet libOS offloads checksums and TCP segmentation",
+        ),
+        Err(e) => {
+            let fix = match e.raw_os_error() {
+                Some(libc::EPERM) | Some(libc::EACCES) => "needs CAP_NET_RAW: run as root (sudo)",
+                _ => "the packet libOS runs without offloads (net.packet_offload = \"auto\" falls back)",
+            };
+            missing(NAME, format!("PACKET_VNET_HDR: {e}"), fix)
         }
     }
 }

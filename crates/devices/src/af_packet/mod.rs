@@ -271,6 +271,14 @@ fn os_err(what: String) -> impl FnOnce(std::io::Error) -> DeviceError {
 }
 
 /// Switches both sockets to virtio-net headers, or neither.
+/// Whether this kernel lets an AF_PACKET socket exchange frames behind virtio-net headers,
+/// which the checksum and segmentation offloads ([`Offload`]) need: `Ok` if it does; the error
+/// of `socket` (CAP_NET_RAW is needed) or of `setsockopt(PACKET_VNET_HDR)` if not.
+pub fn probe_offloads() -> std::io::Result<()> {
+    let fd = os::socket(libc::AF_PACKET, libc::SOCK_RAW, 0)?;
+    os::setsockopt(&fd, SOL_PACKET, PACKET_VNET_HDR, &1i32)
+}
+
 fn enable_vnet_headers(rx_fd: &OwnedFd, tx_fd: &OwnedFd) -> std::io::Result<()> {
     os::setsockopt(rx_fd, SOL_PACKET, PACKET_VNET_HDR, &1i32)?;
     if let Err(e) = os::setsockopt(tx_fd, SOL_PACKET, PACKET_VNET_HDR, &1i32) {
