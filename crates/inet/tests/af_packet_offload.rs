@@ -238,6 +238,33 @@ fn ipv4(ip: [u8; 4]) -> Ipv4Addr {
     Ipv4Addr::from(ip)
 }
 
+/// Our echo server on `server` in namespace A (call it on a thread of its own): says so on
+/// `ready` once listening, serves one connection and reports what its stack counted.
+fn bypass_server_in_a(
+    topo: &Topology,
+    spec: &TopologySpec,
+    server: SocketAddrV4,
+    ready: &mpsc::Sender<()>,
+) -> EndReport {
+    topo.in_a(|| {
+        let mut stack = offload_stack(&spec.dev_a, spec.ip_a());
+        let l = stack.tcp_listen(server, 4).unwrap();
+        ready.send(()).unwrap();
+        bypass_echo_server(&mut stack, l);
+        report(&stack)
+    })
+    .unwrap()
+}
+
+/// Our stream client on device `dev` with address `ip` (inside its namespace already):
+/// sends the stream to `server`, checks the echo, reports what its stack counted.
+fn bypass_client(dev: &str, ip: [u8; 4], server: SocketAddrV4) -> EndReport {
+    let mut stack = offload_stack(dev, ip);
+    let h = stack.tcp_connect(None, server).unwrap();
+    bypass_stream_client(&mut stack, h);
+    report(&stack)
+}
+
 /// Our stream client in namespace A, the kernel's echo server in B.
 fn bypass_client_kernel_server(offloads_on_the_pair: bool) -> EndReport {
     let topo = topology(offloads_on_the_pair);
@@ -254,13 +281,8 @@ fn bypass_client_kernel_server(offloads_on_the_pair: bool) -> EndReport {
             .unwrap()
         });
         ready_rx.recv().unwrap();
-        topo.in_a(|| {
-            let mut stack = offload_stack(&spec.dev_a, spec.ip_a());
-            let h = stack.tcp_connect(None, server).unwrap();
-            bypass_stream_client(&mut stack, h);
-            report(&stack)
-        })
-        .unwrap()
+        topo.in_a(|| bypass_client(&spec.dev_a, spec.ip_a(), server))
+            .unwrap()
     })
 }
 
@@ -271,16 +293,7 @@ fn kernel_client_bypass_server(offloads_on_the_pair: bool) -> EndReport {
     let server = SocketAddrV4::new(ipv4(spec.ip_a()), PORT);
     let (ready_tx, ready_rx) = mpsc::channel();
     std::thread::scope(|sc| {
-        let bypass = sc.spawn(|| {
-            topo.in_a(|| {
-                let mut stack = offload_stack(&spec.dev_a, spec.ip_a());
-                let l = stack.tcp_listen(server, 4).unwrap();
-                ready_tx.send(()).unwrap();
-                bypass_echo_server(&mut stack, l);
-                report(&stack)
-            })
-            .unwrap()
-        });
+        let bypass = sc.spawn(|| bypass_server_in_a(&topo, &spec, server, &ready_tx));
         ready_rx.recv().unwrap();
         topo.in_b(|| kernel_stream_client(server)).unwrap();
         bypass.join().unwrap()
@@ -295,24 +308,10 @@ fn bypass_both_ends(offloads_on_the_pair: bool) -> (EndReport, EndReport) {
     let server = SocketAddrV4::new(ipv4(spec.ip_a()), PORT);
     let (ready_tx, ready_rx) = mpsc::channel();
     std::thread::scope(|sc| {
-        let bypass_server = sc.spawn(|| {
-            topo.in_a(|| {
-                let mut stack = offload_stack(&spec.dev_a, spec.ip_a());
-                let l = stack.tcp_listen(server, 4).unwrap();
-                ready_tx.send(()).unwrap();
-                bypass_echo_server(&mut stack, l);
-                report(&stack)
-            })
-            .unwrap()
-        });
+        let bypass_server = sc.spawn(|| bypass_server_in_a(&topo, &spec, server, &ready_tx));
         ready_rx.recv().unwrap();
         let client = topo
-            .in_b(|| {
-                let mut stack = offload_stack(&spec.dev_b, spec.ip_b());
-                let h = stack.tcp_connect(None, server).unwrap();
-                bypass_stream_client(&mut stack, h);
-                report(&stack)
-            })
+            .in_b(|| bypass_client(&spec.dev_b, spec.ip_b(), server))
             .unwrap();
         (bypass_server.join().unwrap(), client)
     })
