@@ -650,3 +650,43 @@ fn after_poll_input_a_flush_sends_the_lone_acknowledgment() {
         .in_flight
         == 0));
 }
+
+#[test]
+fn tcp_recv_sga_takes_what_arrived_up_to_its_limit_then_end_of_stream() {
+    let (mut p, c, s) = connected_without_delayed_ack(9);
+    let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+    let mut sent = 0;
+    while sent < data.len() {
+        let piece = data[sent..].len().min(1_000);
+        let b = buf(&p, &data[sent..sent + piece]);
+        sent += p.a.tcp_send(c, &b).unwrap();
+    }
+    assert!(
+        p.run_until(Duration::from_secs(1), |p| p.b.tcp_recv_queued(s).unwrap()
+            == data.len())
+    );
+    // Up to the limit, from several received segments, a segment split at the limit.
+    let first = p.b.tcp_recv_sga(s, 4_000).unwrap().expect("data queued");
+    assert_eq!(first.len(), 4_000);
+    assert!(first.num_segments() > 1, "gathered from several segments");
+    let rest = p.b.tcp_recv_sga(s, 1 << 20).unwrap().expect("data queued");
+    assert_eq!(rest.len(), 6_000);
+    let mut got = first.to_vec();
+    got.extend_from_slice(&rest.to_vec());
+    assert!(got == data, "the bytes came back different");
+    assert!(
+        p.b.tcp_recv_sga(s, 1 << 20).unwrap().is_none(),
+        "nothing left"
+    );
+    // The peer's FIN behind more data: the data first, then end of stream.
+    let last = buf(&p, b"last words");
+    p.a.tcp_send(c, &last).unwrap();
+    p.a.tcp_shutdown(c).unwrap();
+    p.run_for(Duration::from_millis(10));
+    let tail = p.b.tcp_recv_sga(s, 1 << 20).unwrap().expect("data queued");
+    assert_eq!(tail.to_vec(), b"last words");
+    assert_eq!(
+        p.b.tcp_recv_sga(s, 1 << 20).unwrap_err(),
+        Error::EndOfStream
+    );
+}
