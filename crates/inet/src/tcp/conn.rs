@@ -1055,11 +1055,14 @@ impl Tcb {
         if seq == self.rcv_nxt {
             let filled_hole = !self.assembler.is_empty();
             // A large segment (a sender's segmentation offload left it whole) counts as the
-            // segments of our MSS it holds, for the ACK-every-second-segment rule below.
-            let segments = payload.len().div_ceil(self.adv_mss.max(1)) as u32;
-            if segments > 1 {
+            // segments of our MSS it holds, for the ACK-every-second-segment rule below (the
+            // division only for such a segment: the common one is one).
+            let segments = if payload.len() <= self.adv_mss {
+                1
+            } else {
                 iface.stats.tcp_rx_large_segments += 1;
-            }
+                payload.len().div_ceil(self.adv_mss.max(1)) as u32
+            };
             self.push_rcv(iface, payload);
             if filled_hole {
                 while let Some(b) = self.assembler.pop_ready(self.rcv_nxt) {
