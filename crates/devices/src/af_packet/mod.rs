@@ -270,7 +270,6 @@ fn os_err(what: String) -> impl FnOnce(std::io::Error) -> DeviceError {
     move |e| DeviceError::os(what, e, NEEDS, INSTEAD)
 }
 
-/// Switches both sockets to virtio-net headers, or neither.
 /// Whether this kernel lets an AF_PACKET socket exchange frames behind virtio-net headers,
 /// which the checksum and segmentation offloads ([`Offload`]) need: `Ok` if it does; the error
 /// of `socket` (CAP_NET_RAW is needed) or of `setsockopt(PACKET_VNET_HDR)` if not.
@@ -279,6 +278,7 @@ pub fn probe_offloads() -> std::io::Result<()> {
     os::setsockopt(&fd, SOL_PACKET, PACKET_VNET_HDR, &1i32)
 }
 
+/// Switches both sockets to virtio-net headers, or neither.
 fn enable_vnet_headers(rx_fd: &OwnedFd, tx_fd: &OwnedFd) -> std::io::Result<()> {
     os::setsockopt(rx_fd, SOL_PACKET, PACKET_VNET_HDR, &1i32)?;
     if let Err(e) = os::setsockopt(tx_fd, SOL_PACKET, PACKET_VNET_HDR, &1i32) {
@@ -909,6 +909,7 @@ impl Device for AfPacket {
             tcp_segmentation_max,
         }
     }
+
     /// Our counters, plus the frames the kernel dropped because the RX ring was full in
     /// `rx_dropped`.
     fn stats(&self) -> DeviceStats {
