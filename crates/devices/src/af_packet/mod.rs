@@ -732,7 +732,11 @@ impl AfPacket {
             }
             // tp_len at 4; data at TPACKET2_HDRLEN - sizeof(struct sockaddr_ll), the virtio-net
             // header first if there is one.
-            let header = vnet::encode(&offload);
+            let header = if self.vnet {
+                vnet::encode(&offload)
+            } else {
+                [0; vnet::LEN]
+            };
             let tp_len = (head_len + frame.len()) as u32;
             self.tx.write(
                 self.tx_next,
